@@ -1,0 +1,129 @@
+"""Per-example gradient clipping: the *sum* of clipped per-example gradients.
+
+For a batch of examples x_1..x_n with mask m_i (False for padding) and clip norm
+C, the clipped sum is
+
+    S = Σ_i m_i · finite_i · g_i · min(1, C / ‖g_i‖₂),
+
+where g_i is the gradient of example i's loss with respect to the whole
+parameter pytree, ‖·‖₂ is taken over all parameters together, and finite_i is 0
+when g_i holds a NaN or ±inf (such an example is dropped: zeroing it depends only
+on that example, so the bound below still holds). Every term has norm ≤ C, so
+adding or removing one example moves S by at most C (add/remove-one
+sensitivity); replacing one moves it by at most 2C (replace-one).
+
+Per-example gradients come from `jax.vmap` over `jax.value_and_grad`. The batch
+can be processed in microbatches with `lax.scan`: that trades speed for memory
+and leaves S unchanged up to floating-point summation order.
+"""
+
+import math
+from typing import Any, Callable, NamedTuple, Optional
+
+import dp_accounting
+import jax
+import jax.numpy as jnp
+
+PyTree = Any
+# loss_fn(params, example) -> scalar loss of that one example.
+ExampleLoss = Callable[[PyTree, PyTree], jax.Array]
+
+
+class ClippingStats(NamedTuple):
+  """Per-example diagnostics (computed on private data: not privatised)."""
+
+  norms: jax.Array  # [n] gradient norm before clipping; 0 for padding.
+  losses: jax.Array  # [n] loss of each example; 0 for padding.
+  dropped: jax.Array  # [n] True where a real example's gradient was not finite.
+
+
+def sensitivity(clip_norm: float,
+                relation: dp_accounting.NeighboringRelation) -> float:
+  """L2 sensitivity of the clipped sum under `relation`."""
+  if relation == dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE:
+    return float(clip_norm)
+  if relation == dp_accounting.NeighboringRelation.REPLACE_ONE:
+    return 2.0 * float(clip_norm)
+  raise ValueError(f'unsupported neighbouring relation {relation}')
+
+
+def global_norms(per_example_grads: PyTree) -> jax.Array:
+  """L2 norm of each example's gradient over the whole pytree -> [n]."""
+  leaves = jax.tree_util.tree_leaves(per_example_grads)
+  squares = [jnp.sum(jnp.reshape(g, (g.shape[0], -1)) ** 2, axis=1)
+             for g in leaves]
+  return jnp.sqrt(sum(squares))
+
+
+def clip_factors(norms: jax.Array, mask: jax.Array,
+                 clip_norm: float) -> tuple[jax.Array, jax.Array]:
+  """Weights min(1, C/‖g_i‖) for real, finite examples; 0 otherwise."""
+  finite = jnp.isfinite(norms)
+  keep = jnp.logical_and(mask, finite)
+  if math.isinf(clip_norm):
+    factor = jnp.ones_like(norms)
+  else:  # C / max(‖g‖, C) = min(1, C / ‖g‖), and is finite for ‖g‖ = 0.
+    factor = clip_norm / jnp.maximum(jnp.where(finite, norms, 0.0), clip_norm)
+  return jnp.where(keep, factor, 0.0), jnp.logical_and(mask, ~finite)
+
+
+def _weighted_sum(per_example_grads: PyTree, weights: jax.Array) -> PyTree:
+  """Σ_i w_i g_i, with rows of zero weight contributing exactly zero."""
+  def one_leaf(g):
+    w = jnp.reshape(weights, (-1,) + (1,) * (g.ndim - 1)).astype(g.dtype)
+    # `where` first: 0 · NaN would be NaN.
+    return jnp.sum(jnp.where(w > 0, g, 0) * w, axis=0)
+  return jax.tree_util.tree_map(one_leaf, per_example_grads)
+
+
+def make_clipped_grad_sum(
+    loss_fn: ExampleLoss,
+    clip_norm: float,
+    microbatch_size: Optional[int] = None,
+) -> Callable[[PyTree, PyTree, jax.Array], tuple[PyTree, ClippingStats]]:
+  """Builds f(params, batch, mask) -> (clipped sum S, ClippingStats).
+
+  Args:
+    loss_fn: loss of one example, `loss_fn(params, example) -> scalar`; the
+      example is one slice of `batch` along its leading axis.
+    clip_norm: C > 0; `float('inf')` disables clipping.
+    microbatch_size: process the batch in chunks of this many examples
+      (must divide the batch size); None processes it in one go. A
+      performance knob only: the result does not depend on it.
+
+  Returns:
+    A pure, jit-able function. Its sum has sensitivity `sensitivity(C, rel)`.
+  """
+  per_example = jax.vmap(jax.value_and_grad(loss_fn), in_axes=(None, 0))
+
+  def chunk(params, batch, mask):
+    losses, grads = per_example(params, batch)
+    norms = global_norms(grads)
+    factors, dropped = clip_factors(norms, mask, clip_norm)
+    stats = ClippingStats(
+        norms=jnp.where(mask, norms, 0.0),
+        losses=jnp.where(mask, losses, 0.0),
+        dropped=dropped)
+    return _weighted_sum(grads, factors), stats
+
+  def clipped_grad_sum(params, batch, mask):
+    n = mask.shape[0]
+    if microbatch_size is None or microbatch_size >= n:
+      return chunk(params, batch, mask)
+    if n % microbatch_size:
+      raise ValueError(
+          f'batch of {n} is not a multiple of microbatch size {microbatch_size}')
+    k = n // microbatch_size
+    split = lambda x: jnp.reshape(x, (k, microbatch_size) + x.shape[1:])
+    chunks = jax.tree_util.tree_map(split, (batch, mask))
+
+    def body(total, chunk_batch_and_mask):
+      part, stats = chunk(params, *chunk_batch_and_mask)
+      return jax.tree_util.tree_map(jnp.add, total, part), stats
+
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    total, stats = jax.lax.scan(body, zeros, chunks)
+    merge = lambda x: jnp.reshape(x, (n,) + x.shape[2:])
+    return total, jax.tree_util.tree_map(merge, stats)
+
+  return clipped_grad_sum

@@ -1,0 +1,240 @@
+"""Builds everything that decides the privacy guarantee from `config.dp`.
+
+`build_mechanism` is the only place where the sampler, the clipping norm, the
+noise and the accountant's DpEvent are put together, so they cannot disagree:
+
+* the sampler fixes the sampling probability q and the neighbouring relation;
+* the relation fixes the sensitivity of the clipped sum (C or 2C);
+* the noise std is σ·C, and the accountant is told σ·C / sensitivity;
+* the DpEvent of a step is the sampler's own event around that Gaussian.
+
+Performance settings (`config.perf`) are accepted here only to shape the
+computation (microbatch size, padding); they never enter the DpEvent, so they
+cannot change ε.
+"""
+
+import dataclasses
+import math
+from typing import Optional
+
+import dp_accounting
+import jax
+
+from jaxdp import accounting
+from jaxdp import clipping
+from jaxdp import noise
+from jaxdp import sampling
+from jaxdp.errors import ConfigError
+
+# Separates the noise key from other keys derived from the same seed.
+NOISE_STREAM = 0x401E
+
+
+def steps_from_epochs(num_epochs: float, sampling_probability: float) -> int:
+  """Steps for `num_epochs` expected passes: ceil(epochs / q)."""
+  return int(math.ceil(num_epochs / sampling_probability - 1e-9))
+
+
+@dataclasses.dataclass(frozen=True)
+class DpMechanism:
+  """The coupled sampler + clipping + noise + accounting of one DP run."""
+
+  sampler: object  # sampling.PoissonSampler | sampling.FixedSizeSampler
+  clip_norm: float
+  noise_multiplier: float  # σ: noise std on the sum is σ·C.
+  num_steps: int
+  delta: float
+  accountant: str
+  target_epsilon: Optional[float]
+  microbatch_size: Optional[int]
+
+  @property
+  def noise_std(self) -> float:
+    return 0.0 if self.noise_multiplier == 0 else (
+        self.noise_multiplier * self.clip_norm)
+
+  @property
+  def neighboring_relation(self) -> dp_accounting.NeighboringRelation:
+    return self.sampler.neighboring_relation
+
+  @property
+  def sensitivity(self) -> float:
+    return clipping.sensitivity(self.clip_norm, self.neighboring_relation)
+
+  @property
+  def expected_batch_size(self) -> float:
+    return self.sampler.expected_batch_size
+
+  @property
+  def sampling_probability(self) -> float:
+    return self.sampler.sampling_probability
+
+  @property
+  def is_private(self) -> bool:
+    return self.noise_multiplier > 0 and math.isfinite(self.clip_norm)
+
+  def step_event(self) -> dp_accounting.DpEvent:
+    """The DpEvent of one logical step."""
+    event_sigma = self.noise_std / self.sensitivity if self.is_private else 0.0
+    return self.sampler.step_event(dp_accounting.GaussianDpEvent(event_sigma))
+
+  def dp_event(self, num_steps: Optional[int] = None) -> dp_accounting.DpEvent:
+    """The DpEvent of the first `num_steps` steps (default: the whole run)."""
+    steps = self.num_steps if num_steps is None else int(num_steps)
+    return dp_accounting.SelfComposedDpEvent(self.step_event(), steps)
+
+  def epsilon(self, num_steps: Optional[int] = None) -> float:
+    """ε at `delta` after `num_steps` steps (inf for a non-private run)."""
+    steps = self.num_steps if num_steps is None else int(num_steps)
+    if steps == 0:
+      return 0.0
+    if not self.is_private:
+      return math.inf
+    return accounting.epsilon(self.accountant, self.neighboring_relation,
+                              self.dp_event(steps), self.delta)
+
+  def clipped_grad_sum(self, loss_fn: clipping.ExampleLoss):
+    """f(params, batch, mask) -> (clipped sum, stats) with this run's C."""
+    return clipping.make_clipped_grad_sum(loss_fn, self.clip_norm,
+                                          self.microbatch_size)
+
+  def noise_transform(self, seed: int):
+    """The optax transformation adding this run's noise, once per step."""
+    key = jax.random.fold_in(jax.random.key(seed), NOISE_STREAM)
+    return noise.add_noise_and_normalize(self.noise_std,
+                                         self.expected_batch_size, key)
+
+  def summary(self) -> dict:
+    """What a reader needs to interpret the guarantee (JSON-ready)."""
+    eps = self.epsilon()
+    return {
+        'epsilon': eps if math.isfinite(eps) else None,
+        'delta': self.delta,
+        'noise_multiplier': self.noise_multiplier,
+        'clip_norm': self.clip_norm if math.isfinite(self.clip_norm) else None,
+        'steps': self.num_steps,
+        'sampling_probability': self.sampling_probability,
+        'expected_batch_size': self.expected_batch_size,
+        'num_examples': self.sampler.num_examples,
+        'sampler': self.sampler.name,
+        'neighboring_relation': self.neighboring_relation.name.lower(),
+        'accountant': self.accountant,
+        'target_epsilon': self.target_epsilon,
+    }
+
+
+def _check_dp_fields(dp, num_examples: int) -> None:
+  """Raises ConfigError for values that make no sense on their own."""
+  if dp.accountant not in accounting.ACCOUNTANTS:
+    raise ConfigError('dp.accountant', f'unknown accountant {dp.accountant!r}',
+                      f'use one of {", ".join(accounting.ACCOUNTANTS)}')
+  if not dp.clip_norm > 0:
+    raise ConfigError('dp.clip_norm', f'must be > 0, got {dp.clip_norm}',
+                      'set a positive clipping norm, e.g. dp.clip_norm=1.0')
+  if dp.noise_multiplier is not None and not dp.noise_multiplier >= 0:
+    raise ConfigError('dp.noise_multiplier',
+                      f'must be >= 0, got {dp.noise_multiplier}',
+                      'set σ >= 0, or leave it unset to calibrate it from '
+                      'dp.target_epsilon')
+  if dp.target_epsilon is not None and not dp.target_epsilon > 0:
+    raise ConfigError('dp.target_epsilon',
+                      f'must be > 0, got {dp.target_epsilon}',
+                      'set a positive target ε, e.g. dp.target_epsilon=3')
+  if not 0 < dp.delta < 1:
+    raise ConfigError('dp.delta', f'must be in (0, 1), got {dp.delta}',
+                      'use δ well below 1/N, e.g. dp.delta=1e-5')
+  if dp.delta >= 1.0 / num_examples and not dp.allow_large_delta:
+    raise ConfigError(
+        'dp.delta',
+        f'δ={dp.delta} is not below 1/N={1.0 / num_examples:.3g}: a mechanism '
+        'that publishes one whole random example satisfies it',
+        f'use δ < 1/N (e.g. {10 ** math.floor(math.log10(0.1 / num_examples)):g})'
+        ' or set dp.allow_large_delta=True to accept it knowingly')
+  if dp.noise_multiplier is None and dp.target_epsilon is None:
+    raise ConfigError(
+        'dp.noise_multiplier',
+        'neither dp.noise_multiplier nor dp.target_epsilon is set',
+        'set dp.target_epsilon to calibrate σ, or dp.noise_multiplier '
+        '(0 for a non-private baseline)')
+  non_private = dp.noise_multiplier == 0 or math.isinf(dp.clip_norm)
+  if non_private and dp.target_epsilon is not None:
+    raise ConfigError(
+        'dp.noise_multiplier',
+        f'σ={dp.noise_multiplier}, C={dp.clip_norm} is not private, but '
+        f'dp.target_epsilon={dp.target_epsilon} was asked for',
+        'unset dp.noise_multiplier to calibrate it, or unset '
+        'dp.target_epsilon for a non-private baseline')
+  if math.isinf(dp.clip_norm) and dp.noise_multiplier not in (0, 0.0):
+    raise ConfigError('dp.clip_norm',
+                      'unbounded clipping with noise gives no guarantee',
+                      'set a finite dp.clip_norm, or dp.noise_multiplier=0')
+
+
+def build_mechanism(dp, perf, num_examples: int, num_steps: Optional[int],
+                    num_epochs: Optional[float], seed: int) -> DpMechanism:
+  """Builds the coupled DP mechanism of a run.
+
+  Args:
+    dp: `config.dp` (sampler, batch_size, clip_norm, noise_multiplier,
+      target_epsilon, delta, accountant, allow_large_delta).
+    perf: `config.perf` (microbatch_size, batch_overflow_probability).
+    num_examples: N, the number of private training examples.
+    num_steps: logical steps; if None, derived from `num_epochs`.
+    num_epochs: expected passes over the data, used when num_steps is None.
+    seed: seeds the sampler.
+
+  Returns:
+    A DpMechanism whose ε for the whole run is ≤ dp.target_epsilon if set.
+
+  Raises:
+    ConfigError: for invalid settings, or a budget the settings cannot meet.
+  """
+  _check_dp_fields(dp, num_examples)
+  microbatch = perf.microbatch_size
+  if microbatch is not None and microbatch <= 0:
+    raise ConfigError('perf.microbatch_size', f'must be > 0, got {microbatch}',
+                      'set a positive microbatch size, or leave it unset')
+  sampler = sampling.make_sampler(
+      dp.sampler, num_examples, dp.batch_size, seed,
+      multiple_of=microbatch or 1,
+      overflow_probability=perf.batch_overflow_probability)
+  if num_steps is None:
+    if num_epochs is None or not num_epochs > 0:
+      raise ConfigError('train.num_epochs', f'must be > 0, got {num_epochs}',
+                        'set train.num_epochs or train.num_steps')
+    num_steps = steps_from_epochs(num_epochs, sampler.sampling_probability)
+  if not num_steps > 0:
+    raise ConfigError('train.num_steps', f'must be > 0, got {num_steps}',
+                      'set a positive number of steps')
+
+  def with_sigma(sigma: float) -> DpMechanism:
+    return DpMechanism(sampler=sampler, clip_norm=float(dp.clip_norm),
+                       noise_multiplier=float(sigma), num_steps=int(num_steps),
+                       delta=float(dp.delta), accountant=dp.accountant,
+                       target_epsilon=dp.target_epsilon,
+                       microbatch_size=microbatch)
+
+  probe = with_sigma(1.0)
+  accounting.check_supported(dp.accountant, sampler.neighboring_relation,
+                             probe.step_event())
+  if dp.noise_multiplier is None:
+    sigma = accounting.calibrate_noise_multiplier(
+        dp.accountant, sampler.neighboring_relation,
+        lambda s: with_sigma(s).dp_event(), dp.target_epsilon, dp.delta)
+    return with_sigma(sigma)
+
+  mechanism = with_sigma(dp.noise_multiplier)
+  if dp.target_epsilon is not None:
+    eps = mechanism.epsilon()
+    if eps > dp.target_epsilon:
+      needed = accounting.calibrate_noise_multiplier(
+          dp.accountant, sampler.neighboring_relation,
+          lambda s: with_sigma(s).dp_event(), dp.target_epsilon, dp.delta)
+      raise ConfigError(
+          'dp.noise_multiplier',
+          f'σ={dp.noise_multiplier} for {num_steps} steps gives ε={eps:.4g} > '
+          f'dp.target_epsilon={dp.target_epsilon} ({dp.accountant}, '
+          f'δ={dp.delta})',
+          f'use σ ≥ {needed:.4g}, fewer steps, or leave dp.noise_multiplier '
+          'unset to calibrate it')
+  return mechanism

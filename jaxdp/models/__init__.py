@@ -1,0 +1,43 @@
+"""Models by name. A new model is one file here plus one line in `_BUILDERS`."""
+
+from typing import Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxdp.errors import ConfigError
+from jaxdp.models.example_mixing import check_no_example_mixing
+from jaxdp.models.mlp import MLP
+from jaxdp.models.tanh_cnn import TanhCNN
+
+ACTIVATIONS: dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {
+    'relu': nn.relu,
+    'tanh': jnp.tanh,
+    'gelu': nn.gelu,
+    'elu': nn.elu,
+    'sigmoid': nn.sigmoid,
+}
+
+_BUILDERS = {
+    'mlp': lambda cfg, k, act: MLP(tuple(cfg.hidden_sizes), k, act),
+    'tanh_cnn': lambda cfg, k, act: TanhCNN(k, act),
+}
+
+MODELS = tuple(_BUILDERS)
+
+
+def build_model(model_config, num_classes: int) -> nn.Module:
+  """The Flax module named `model_config.name`."""
+  if model_config.name not in _BUILDERS:
+    raise ConfigError('model.name', f'unknown model {model_config.name!r}',
+                      f'use one of {", ".join(MODELS)}')
+  if model_config.activation not in ACTIVATIONS:
+    raise ConfigError('model.activation',
+                      f'unknown activation {model_config.activation!r}',
+                      f'use one of {", ".join(ACTIVATIONS)}')
+  return _BUILDERS[model_config.name](model_config, num_classes,
+                                      ACTIVATIONS[model_config.activation])
+
+
+__all__ = ['MLP', 'TanhCNN', 'build_model', 'check_no_example_mixing',
+           'MODELS', 'ACTIVATIONS']

@@ -1,0 +1,75 @@
+"""Gaussian noise for the clipped sum, as an optax gradient transformation.
+
+`add_noise_and_normalize` turns the clipped *sum* S of a logical step into the
+privatised mean gradient
+
+    ĝ = (S + N(0, std² I)) / B_expected,   std = σ · C,
+
+where B_expected = q · N is the *expected* batch size. B_expected is public;
+the realised batch size is not, so dividing by it would leak. The noise is
+drawn once per logical step from `fold_in(key, step)`, with `step` counted in
+the transformation's own state: a resumed run (same key, same step) redraws
+exactly the same noise, and no two steps share noise.
+
+Put it first in an `optax.chain`; everything after it (momentum, Adam, weight
+decay, schedules) is post-processing and costs no privacy:
+
+    tx = optax.chain(add_noise_and_normalize(σC, B, key), optax.adam(1e-3))
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+class NoiseState(NamedTuple):
+  step: jax.Array  # int32 scalar: logical steps privatised so far.
+  key: jax.Array  # typed PRNG key; the step's noise uses fold_in(key, step).
+
+
+def gaussian_like(tree, key: jax.Array, std: float):
+  """Independent N(0, std²) noise with the structure and dtypes of `tree`."""
+  leaves, treedef = jax.tree_util.tree_flatten(tree)
+  keys = jax.random.split(key, len(leaves))
+  noise = [std * jax.random.normal(k, jnp.shape(x), jnp.result_type(x))
+           for k, x in zip(keys, leaves)]
+  return jax.tree_util.tree_unflatten(treedef, noise)
+
+
+def add_noise_and_normalize(noise_std: float, expected_batch_size: float,
+                            key: jax.Array) -> optax.GradientTransformation:
+  """Adds N(0, noise_std²) to a clipped sum, then divides by the expected size.
+
+  Args:
+    noise_std: σ·C, the standard deviation of the noise on the *sum*. 0 gives
+      the non-private (clipped) mean.
+    expected_batch_size: q·N, public. Never the realised batch size.
+    key: PRNG key of the noise stream.
+
+  Returns:
+    An optax GradientTransformation whose input is the clipped sum.
+  """
+  if noise_std < 0:
+    raise ValueError(f'noise_std must be >= 0, got {noise_std}')
+  if expected_batch_size <= 0:
+    raise ValueError(
+        f'expected_batch_size must be > 0, got {expected_batch_size}')
+
+  def init_fn(params):
+    del params
+    return NoiseState(step=jnp.zeros([], jnp.int32), key=key)
+
+  def update_fn(clipped_sum, state, params=None):
+    del params
+    if noise_std > 0:
+      noise = gaussian_like(clipped_sum, jax.random.fold_in(state.key,
+                                                            state.step),
+                            noise_std)
+      clipped_sum = jax.tree_util.tree_map(jnp.add, clipped_sum, noise)
+    mean = jax.tree_util.tree_map(lambda s: s / expected_batch_size,
+                                  clipped_sum)
+    return mean, NoiseState(step=state.step + 1, key=state.key)
+
+  return optax.GradientTransformation(init_fn, update_fn)

@@ -1,0 +1,150 @@
+"""Batch samplers, each paired with the DpEvent that describes it exactly.
+
+A sampler decides which examples enter each logical step, and so decides which
+privacy analysis applies. Each sampler here therefore also builds the DpEvent
+of one step and names the neighbouring relation of that event: the two cannot
+be configured apart.
+
+* ``poisson`` (default): every example enters each step independently with
+  probability q = B / N, so the realised batch size is Binomial(N, q). Matches
+  ``PoissonSampledDpEvent`` under add/remove-one neighbours.
+* ``fixed_size``: every step draws a fresh uniformly random subset of exactly B
+  of the N examples, independently of earlier steps. Matches
+  ``SampledWithoutReplacementDpEvent`` under replace-one neighbours (N is
+  public), for which the clipped sum has sensitivity 2C, not C.
+
+Epoch-style shuffling (a random permutation cut into batches) is *not* offered:
+dp-accounting has no event for it, and accounting it as Poisson sampling
+understates ε (Chua et al. 2024).
+
+Static shapes. XLA compiles one program per batch shape, so sampled indices are
+padded to `padded_size` with masked-out slots. For Poisson sampling the padded
+size is the smallest multiple of the microbatch size that the Binomial(N, q)
+batch size exceeds with probability at most `overflow_probability`. A batch that
+does overflow is *not* truncated (truncation would change the mechanism): it is
+padded to the next multiple of the padded size and processed whole; that shape
+compiles once more. The guarantee is therefore exact whatever the cap.
+
+Randomness is drawn on the host with NumPy from (seed, step), so a step's batch
+does not depend on how many steps ran before it in this process: a resumed run
+draws the same batches.
+"""
+
+import dataclasses
+import math
+
+import dp_accounting
+import numpy as np
+from scipy import stats
+
+from jaxdp.errors import ConfigError
+
+SAMPLERS = ('poisson', 'fixed_size')
+
+# Separates the sampler's random stream from others derived from the same seed.
+_SAMPLER_STREAM = 0x5A3D
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+  """Indices of one logical batch, padded to a static size."""
+
+  indices: np.ndarray  # int64 [padded]; padding slots hold 0.
+  mask: np.ndarray  # bool [padded]; True for real examples.
+
+  @property
+  def size(self) -> int:
+    return int(self.mask.sum())
+
+
+def _round_up(value: int, multiple: int) -> int:
+  return int(math.ceil(value / multiple) * multiple)
+
+
+def _pad(indices: np.ndarray, padded_size: int) -> Batch:
+  """Pads `indices` to a multiple of `padded_size`, never dropping any."""
+  target = max(padded_size, _round_up(len(indices), padded_size))
+  padded = np.zeros(target, dtype=np.int64)
+  padded[: len(indices)] = indices
+  mask = np.zeros(target, dtype=bool)
+  mask[: len(indices)] = True
+  return Batch(padded, mask)
+
+
+class PoissonSampler:
+  """Includes each example independently with probability q at every step."""
+
+  name = 'poisson'
+  neighboring_relation = dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
+
+  def __init__(self, num_examples: int, expected_batch_size: float, seed: int,
+               multiple_of: int = 1, overflow_probability: float = 1e-3):
+    self.num_examples = int(num_examples)
+    self.expected_batch_size = float(expected_batch_size)
+    self.sampling_probability = self.expected_batch_size / self.num_examples
+    self.seed = int(seed)
+    cap = int(stats.binom.isf(overflow_probability, self.num_examples,
+                              self.sampling_probability)) + 1
+    self.padded_size = _round_up(max(cap, 1), multiple_of)
+
+  def sample(self, step: int) -> Batch:
+    rng = np.random.default_rng([self.seed, _SAMPLER_STREAM, int(step)])
+    included = rng.random(self.num_examples) < self.sampling_probability
+    return _pad(np.flatnonzero(included), self.padded_size)
+
+  def step_event(self, gaussian: dp_accounting.DpEvent) -> dp_accounting.DpEvent:
+    return dp_accounting.PoissonSampledDpEvent(self.sampling_probability,
+                                               gaussian)
+
+
+class FixedSizeSampler:
+  """Draws a fresh uniform subset of exactly B examples at every step."""
+
+  name = 'fixed_size'
+  neighboring_relation = dp_accounting.NeighboringRelation.REPLACE_ONE
+
+  def __init__(self, num_examples: int, batch_size: int, seed: int,
+               multiple_of: int = 1):
+    if batch_size != int(batch_size):
+      raise ConfigError('dp.batch_size',
+                        f'{batch_size} is not a whole number',
+                        'the fixed_size sampler needs an integer batch size')
+    self.num_examples = int(num_examples)
+    self.expected_batch_size = float(batch_size)
+    self.sampling_probability = self.expected_batch_size / self.num_examples
+    self.seed = int(seed)
+    self.padded_size = _round_up(int(batch_size), multiple_of)
+
+  def sample(self, step: int) -> Batch:
+    rng = np.random.default_rng([self.seed, _SAMPLER_STREAM, int(step)])
+    chosen = rng.choice(self.num_examples, int(self.expected_batch_size),
+                        replace=False, shuffle=False)
+    return _pad(np.sort(chosen), self.padded_size)
+
+  def step_event(self, gaussian: dp_accounting.DpEvent) -> dp_accounting.DpEvent:
+    return dp_accounting.SampledWithoutReplacementDpEvent(
+        self.num_examples, int(self.expected_batch_size), gaussian)
+
+
+def make_sampler(name: str, num_examples: int, batch_size: float, seed: int,
+                 multiple_of: int = 1, overflow_probability: float = 1e-3):
+  """The sampler called `name` (one of SAMPLERS)."""
+  if not 0 < batch_size <= num_examples:
+    raise ConfigError(
+        'dp.batch_size',
+        f'expected batch size {batch_size} is not in (0, N={num_examples}]',
+        'choose a batch size between 1 and the number of training examples')
+  if name == 'poisson':
+    return PoissonSampler(num_examples, batch_size, seed, multiple_of,
+                          overflow_probability)
+  if name == 'fixed_size':
+    return FixedSizeSampler(num_examples, batch_size, seed, multiple_of)
+  if name in ('shuffle', 'shuffled', 'epoch_shuffle'):
+    raise ConfigError(
+        'dp.sampler',
+        'epoch-shuffled batches have no matching event in dp-accounting, and '
+        'accounting them as Poisson sampling understates ε',
+        'use dp.sampler=poisson (default) or dp.sampler=fixed_size (a fresh '
+        'random subset of exactly dp.batch_size examples every step)')
+  raise ConfigError('dp.sampler', f'unknown sampler {name!r}',
+                    f'use one of {", ".join(SAMPLERS)}')

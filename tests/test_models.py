@@ -1,0 +1,66 @@
+"""Models: the paper architectures, and the refusal of example-mixing layers."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import pytest
+
+from jaxdp import models
+from jaxdp.errors import ConfigError
+
+
+def _count(params):
+  return sum(x.size for x in jax.tree_util.tree_leaves(params))
+
+
+def test_tanh_cnn_matches_papernot_et_al_on_mnist_shapes():
+  model = models.TanhCNN(num_classes=10)
+  x = jnp.zeros((2, 28, 28, 1))
+  params = model.init(jax.random.key(0), x)['params']
+  assert _count(params) == 26_010
+  assert model.apply({'params': params}, x).shape == (2, 10)
+  kernels = [params[f'Conv_{i}']['kernel'].shape for i in range(2)]
+  assert kernels == [(8, 8, 1, 16), (4, 4, 16, 32)]
+
+
+def test_build_model_by_name():
+  cfg = ml_collections.ConfigDict({'name': 'mlp', 'hidden_sizes': (5, 4),
+                                   'activation': 'relu'})
+  model = models.build_model(cfg, num_classes=3)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 2, 3, 1)))['params']
+  assert _count(params) == 6 * 5 + 5 + 5 * 4 + 4 + 4 * 3 + 3
+  with pytest.raises(ConfigError, match='model.name'):
+    models.build_model(ml_collections.ConfigDict(
+        {'name': 'resnet', 'hidden_sizes': (), 'activation': 'relu'}), 3)
+
+
+class _WithBatchNorm(nn.Module):
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.Dense(4)(jnp.reshape(x, (x.shape[0], -1)))
+    x = nn.BatchNorm(use_running_average=False)(x)
+    return nn.Dense(2)(x)
+
+
+class _WithGroupNorm(nn.Module):
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.Conv(4, (3, 3))(x)
+    x = nn.GroupNorm(num_groups=2)(x)
+    return nn.Dense(2)(jnp.reshape(x, (x.shape[0], -1)))
+
+
+def test_batchnorm_is_refused_with_the_reason_and_the_fix():
+  with pytest.raises(ConfigError) as info:
+    models.check_no_example_mixing(_WithBatchNorm(), jnp.zeros((1, 3, 3, 1)))
+  message = str(info.value)
+  assert 'BatchNorm' in message and 'mixes examples' in message
+  assert 'GroupNorm' in message
+
+
+def test_groupnorm_is_accepted():
+  models.check_no_example_mixing(_WithGroupNorm(), jnp.zeros((1, 4, 4, 1)))
+  models.check_no_example_mixing(models.TanhCNN(10), jnp.zeros((1, 28, 28, 1)))
