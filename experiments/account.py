@@ -74,7 +74,9 @@ def main(argv):
   for key in ('clip_norm', 'num_examples'):
     summary.pop(key)
   eps = summary['epsilon']
-  if _TARGET.value is None:
+  if eps is None:
+    print(f'ε = inf: σ = {mechanism.noise_multiplier:g} is not private')
+  elif _TARGET.value is None:
     print(f'ε = {eps:.4f} at δ = {_DELTA.value:g} after {mechanism.num_steps} '
           f'steps (q = {mechanism.sampling_probability:.5g}, '
           f'σ = {mechanism.noise_multiplier:g}, {_ACCOUNTANT.value})')

@@ -78,8 +78,8 @@ def check_supported(
         'dp.accountant',
         f'the {name!r} accountant in dp-accounting cannot account for '
         f'{type(event).__name__} events of this sampler',
-        'use dp.accountant=rdp or rdp_classic with dp.sampler=fixed_size, or '
-        'dp.sampler=poisson with any accountant')
+        'use the rdp or rdp_classic accountant with the fixed_size sampler, '
+        'or the poisson sampler with any accountant')
 
 
 def epsilon(

@@ -123,8 +123,26 @@ class DpMechanism:
     }
 
 
+def _target(dp) -> Optional[float]:
+  """dp.target_epsilon, with inf (settable from the command line) = none."""
+  t = dp.target_epsilon
+  return None if t is None or math.isinf(t) and t > 0 else float(t)
+
+
+def _calibrate(dp, relation, make_event, target: float) -> float:
+  try:
+    return accounting.calibrate_noise_multiplier(
+        dp.accountant, relation, make_event, target, dp.delta)
+  except Exception as e:  # dp-accounting raises several types here.
+    raise ConfigError(
+        'dp.target_epsilon',
+        f'could not calibrate σ for ε={target} ({type(e).__name__}: {e})',
+        'raise the target ε or δ, or train for fewer steps') from e
+
+
 def _check_dp_fields(dp, num_examples: int) -> None:
   """Raises ConfigError for values that make no sense on their own."""
+  target = _target(dp)
   if dp.accountant not in accounting.ACCOUNTANTS:
     raise ConfigError('dp.accountant', f'unknown accountant {dp.accountant!r}',
                       f'use one of {", ".join(accounting.ACCOUNTANTS)}')
@@ -136,7 +154,7 @@ def _check_dp_fields(dp, num_examples: int) -> None:
                       f'must be >= 0, got {dp.noise_multiplier}',
                       'set σ >= 0, or leave it unset to calibrate it from '
                       'dp.target_epsilon')
-  if dp.target_epsilon is not None and not dp.target_epsilon > 0:
+  if target is not None and not target > 0:
     raise ConfigError('dp.target_epsilon',
                       f'must be > 0, got {dp.target_epsilon}',
                       'set a positive target ε, e.g. dp.target_epsilon=3')
@@ -150,20 +168,20 @@ def _check_dp_fields(dp, num_examples: int) -> None:
         'that publishes one whole random example satisfies it',
         f'use δ < 1/N (e.g. {10 ** math.floor(math.log10(0.1 / num_examples)):g})'
         ' or set dp.allow_large_delta=True to accept it knowingly')
-  if dp.noise_multiplier is None and dp.target_epsilon is None:
+  if dp.noise_multiplier is None and target is None:
     raise ConfigError(
         'dp.noise_multiplier',
         'neither dp.noise_multiplier nor dp.target_epsilon is set',
         'set dp.target_epsilon to calibrate σ, or dp.noise_multiplier '
         '(0 for a non-private baseline)')
   non_private = dp.noise_multiplier == 0 or math.isinf(dp.clip_norm)
-  if non_private and dp.target_epsilon is not None:
+  if non_private and target is not None:
     raise ConfigError(
         'dp.noise_multiplier',
         f'σ={dp.noise_multiplier}, C={dp.clip_norm} is not private, but '
         f'dp.target_epsilon={dp.target_epsilon} was asked for',
         'unset dp.noise_multiplier to calibrate it, or unset '
-        'dp.target_epsilon for a non-private baseline')
+        'set dp.target_epsilon=inf for a non-private baseline')
   if math.isinf(dp.clip_norm) and dp.noise_multiplier not in (0, 0.0):
     raise ConfigError('dp.clip_norm',
                       'unbounded clipping with noise gives no guarantee',
@@ -207,34 +225,31 @@ def build_mechanism(dp, perf, num_examples: int, num_steps: Optional[int],
     raise ConfigError('train.num_steps', f'must be > 0, got {num_steps}',
                       'set a positive number of steps')
 
+  target = _target(dp)
+
   def with_sigma(sigma: float) -> DpMechanism:
     return DpMechanism(sampler=sampler, clip_norm=float(dp.clip_norm),
                        noise_multiplier=float(sigma), num_steps=int(num_steps),
                        delta=float(dp.delta), accountant=dp.accountant,
-                       target_epsilon=dp.target_epsilon,
-                       microbatch_size=microbatch)
+                       target_epsilon=target, microbatch_size=microbatch)
 
   probe = with_sigma(1.0)
   accounting.check_supported(dp.accountant, sampler.neighboring_relation,
                              probe.step_event())
+  make_event = lambda s: with_sigma(s).dp_event()
   if dp.noise_multiplier is None:
-    sigma = accounting.calibrate_noise_multiplier(
-        dp.accountant, sampler.neighboring_relation,
-        lambda s: with_sigma(s).dp_event(), dp.target_epsilon, dp.delta)
-    return with_sigma(sigma)
+    return with_sigma(_calibrate(dp, sampler.neighboring_relation, make_event,
+                                 target))
 
   mechanism = with_sigma(dp.noise_multiplier)
-  if dp.target_epsilon is not None:
+  if target is not None:
     eps = mechanism.epsilon()
-    if eps > dp.target_epsilon:
-      needed = accounting.calibrate_noise_multiplier(
-          dp.accountant, sampler.neighboring_relation,
-          lambda s: with_sigma(s).dp_event(), dp.target_epsilon, dp.delta)
+    if eps > target:
+      needed = _calibrate(dp, sampler.neighboring_relation, make_event, target)
       raise ConfigError(
           'dp.noise_multiplier',
           f'σ={dp.noise_multiplier} for {num_steps} steps gives ε={eps:.4g} > '
-          f'dp.target_epsilon={dp.target_epsilon} ({dp.accountant}, '
-          f'δ={dp.delta})',
+          f'dp.target_epsilon={target} ({dp.accountant}, δ={dp.delta})',
           f'use σ ≥ {needed:.4g}, fewer steps, or leave dp.noise_multiplier '
           'unset to calibrate it')
   return mechanism

@@ -59,7 +59,9 @@ def add_noise_and_normalize(noise_std: float, expected_batch_size: float,
 
   def init_fn(params):
     del params
-    return NoiseState(step=jnp.zeros([], jnp.int32), key=key)
+    # A fresh buffer each time: a jitted step that donates its state would
+    # otherwise delete the key held by this closure.
+    return NoiseState(step=jnp.zeros([], jnp.int32), key=jnp.copy(key))
 
   def update_fn(clipped_sum, state, params=None):
     del params

@@ -83,8 +83,14 @@ class PoissonSampler:
     self.expected_batch_size = float(expected_batch_size)
     self.sampling_probability = self.expected_batch_size / self.num_examples
     self.seed = int(seed)
+    if not 0 < overflow_probability <= 0.5:
+      raise ConfigError(
+          'perf.batch_overflow_probability',
+          f'must be in (0, 0.5], got {overflow_probability}',
+          'use a small probability such as 1e-3 (smaller pads more)')
+    # isf(p) is the smallest k with P(batch size > k) <= p.
     cap = int(stats.binom.isf(overflow_probability, self.num_examples,
-                              self.sampling_probability)) + 1
+                              self.sampling_probability))
     self.padded_size = _round_up(max(cap, 1), multiple_of)
 
   def sample(self, step: int) -> Batch:
@@ -129,6 +135,9 @@ class FixedSizeSampler:
 def make_sampler(name: str, num_examples: int, batch_size: float, seed: int,
                  multiple_of: int = 1, overflow_probability: float = 1e-3):
   """The sampler called `name` (one of SAMPLERS)."""
+  if not (isinstance(seed, int) and seed >= 0):
+    raise ConfigError('seed', f'must be an integer >= 0, got {seed!r}',
+                      'set seed to a non-negative integer')
   if not 0 < batch_size <= num_examples:
     raise ConfigError(
         'dp.batch_size',

@@ -20,6 +20,7 @@ from jaxdp import data
 from jaxdp import models
 from jaxdp import optimizers
 from jaxdp import steps
+from jaxdp.errors import ConfigError
 from jaxdp.mechanism import build_mechanism
 from jaxdp.train_state import TrainState
 
@@ -54,6 +55,10 @@ def train_and_evaluate(config, workdir: str,
     noise_multiplier, steps and wall_seconds.
   """
   start = time.time()
+  if not config.eval.batch_size > 0:
+    raise ConfigError('eval.batch_size',
+                      f'must be > 0, got {config.eval.batch_size}',
+                      'set a positive evaluation batch size')
   dataset = data.load_dataset(config.data)
   mechanism = build_mechanism(config.dp, config.perf, dataset.num_train,
                               config.train.num_steps, config.train.num_epochs,
@@ -97,21 +102,25 @@ def train_and_evaluate(config, workdir: str,
           eval_step, state.params, dataset.test_images, dataset.test_labels,
           eval_batch)
       eps = mechanism.epsilon(done)
-      record = {'step': done, 'test_loss': test_loss, 'accuracy': accuracy,
-                'epsilon': _json_number(eps),
-                'batch_loss': float(metrics['batch_loss']),
-                'clipped_fraction': float(metrics['clipped_fraction']),
-                'wall_seconds': time.time() - start}
-      history.append(record)
+      diagnostics = {k: float(v) for k, v in metrics.items()}
+      history.append({
+          'step': done, 'test_loss': _json_number(test_loss),
+          'accuracy': _json_number(accuracy), 'epsilon': _json_number(eps),
+          'wall_seconds': time.time() - start,
+          # Statistics of the private batch, outside the DP guarantee.
+          'non_private_diagnostics': {k: _json_number(v)
+                                      for k, v in diagnostics.items()},
+      })
       log(f'step {done}/{mechanism.num_steps} | test_loss {test_loss:.4f} | '
           f'accuracy {accuracy:.4f} | ε {eps:.4f} | batch_loss '
-          f'{record["batch_loss"]:.4f} (not private) | clipped '
-          f'{record["clipped_fraction"]:.2f} | {record["wall_seconds"]:.1f}s')
+          f'{diagnostics["batch_loss"]:.4f} (not private) | clipped '
+          f'{diagnostics["clipped_fraction"]:.2f} | '
+          f'{time.time() - start:.1f}s')
 
   results = dict(mechanism.summary())
   results.update({
-      'accuracy': accuracy,
-      'test_loss': test_loss,
+      'accuracy': _json_number(accuracy),
+      'test_loss': _json_number(test_loss),
       'dataset': dataset.name,
       'dataset_source': dataset.source,
       'num_train_examples': dataset.num_train,
@@ -126,7 +135,7 @@ def train_and_evaluate(config, workdir: str,
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     f.write(config.to_json(indent=2))
   with open(os.path.join(workdir, 'results.json'), 'w') as f:
-    json.dump(results, f, indent=2)
+    json.dump(results, f, indent=2, allow_nan=False)
   return results
 
 

@@ -42,6 +42,24 @@ def test_account_calibrates_sigma_for_a_target():
   assert result['noise_multiplier'] == pytest.approx(1.3, abs=0.01)
 
 
+def test_account_reports_a_non_private_sigma():
+  out = _run('experiments.account', '--num_examples=1000', '--batch_size=10',
+             '--noise_multiplier=0', '--steps=5')
+  assert out.returncode == 0, out.stderr
+  assert _last_json(out.stdout)['epsilon'] is None
+  assert 'not private' in out.stdout
+
+
+def test_train_cli_runs_the_non_private_baseline(tmp_path):
+  out = _run('experiments.train', '--config=configs/base.py',
+             f'--workdir={tmp_path}', '--config.train.num_steps=2',
+             '--config.dp.target_epsilon=inf', '--config.dp.noise_multiplier=0',
+             '--config.dp.clip_norm=inf')
+  assert out.returncode == 0, out.stderr
+  result = _last_json(out.stdout)
+  assert result['epsilon'] is None and result['clip_norm'] is None
+
+
 def test_account_rejects_ambiguous_flags():
   out = _run('experiments.account', '--num_examples=100', '--batch_size=10',
              '--epochs=1')

@@ -85,7 +85,7 @@ def test_digits_ship_offline_with_a_fixed_split():
   assert dataset.fingerprint() == again.fingerprint()
 
 
-def test_tfds_path_reads_array_record_without_tensorflow():
+def test_tfds_path_loads_through_data_source_under_mock_data():
   with tfds.testing.mock_data(num_examples=12):
     dataset = data.load_dataset(_data_config('mnist', source='tfds'))
   assert dataset.num_train == 12 and dataset.num_classes == 10

@@ -68,7 +68,11 @@ def test_leaves_get_independent_noise():
 
 
 def test_full_train_step_adds_noise_exactly_once(small_config):
-  """Zero gradients in, plain SGD (lr 1): params move by noise/B, std σC/B."""
+  """Zero gradients in, plain SGD (lr 1): params move by noise/B, std σC/B.
+
+  Only 4 of the 8 slots hold real examples, so dividing by the realised batch
+  size instead of the expected one (8) would also be caught.
+  """
   dp = small_config.dp
   dp.clip_norm, dp.noise_multiplier, dp.batch_size = 0.5, 2.0, 8
   dp.sampler, dp.accountant = 'fixed_size', 'rdp'
@@ -86,10 +90,11 @@ def test_full_train_step_adds_noise_exactly_once(small_config):
                      opt_state=tx.init(params))
   train_step = steps.make_train_step(apply_fn, mechanism, tx)
   batch = {'image': jnp.ones((8, 2)), 'label': jnp.zeros(8, jnp.int32),
-           'mask': jnp.ones(8, bool)}
+           'mask': jnp.arange(8) < 4}
   state, _ = train_step(state, batch)
   moved = _flat(state.params)
   expected_std = 2.0 * 0.5 / 8
   assert variance_p_value(moved, expected_std) > 1e-3
   assert variance_p_value(moved, expected_std * np.sqrt(2)) < 1e-9  # Twice.
   assert variance_p_value(moved, expected_std / np.sqrt(8)) < 1e-9  # Per-ex.
+  assert variance_p_value(moved, 2.0 * 0.5 / 4) < 1e-9  # Realised size.

@@ -97,6 +97,18 @@ def test_epoch_shuffling_is_refused_with_a_reason(name):
     sampling.make_sampler(name, 100, 10, seed=0)
 
 
+@pytest.mark.parametrize('probability', [0.0, -0.1, 0.9])
+def test_overflow_probability_is_validated(probability):
+  with pytest.raises(ConfigError, match='perf.batch_overflow_probability'):
+    sampling.make_sampler('poisson', 100, 10, seed=0,
+                          overflow_probability=probability)
+
+
+def test_negative_seed_is_refused():
+  with pytest.raises(ConfigError, match='seed'):
+    sampling.make_sampler('poisson', 100, 10, seed=-1)
+
+
 def test_batch_size_outside_dataset_is_refused():
   with pytest.raises(ConfigError, match='dp.batch_size'):
     sampling.make_sampler('poisson', 100, 101, seed=0)

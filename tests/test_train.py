@@ -28,11 +28,24 @@ def test_default_experiment_shortened_learns_within_budget(tmp_path):
 def test_same_seed_gives_the_same_numbers(small_config, tmp_path):
   first = train_and_evaluate(small_config, str(tmp_path / 'a'), log=_QUIET)
   second = train_and_evaluate(small_config, str(tmp_path / 'b'), log=_QUIET)
-  for key in ('accuracy', 'test_loss', 'epsilon', 'noise_multiplier'):
-    assert first[key] == second[key]
+  assert first['history'][-1]['test_loss'] == second['history'][-1][
+      'test_loss']
+  assert first['accuracy'] == second['accuracy']
   small_config.seed = 1
   third = train_and_evaluate(small_config, str(tmp_path / 'c'), log=_QUIET)
   assert third['test_loss'] != first['test_loss']
+
+
+def test_performance_settings_do_not_change_the_trained_model(small_config,
+                                                              tmp_path):
+  reference = train_and_evaluate(small_config, str(tmp_path / 'a'),
+                                 log=_QUIET)
+  small_config.perf.microbatch_size = 16
+  small_config.perf.batch_overflow_probability = 0.3
+  other = train_and_evaluate(small_config, str(tmp_path / 'b'), log=_QUIET)
+  assert other['epsilon'] == reference['epsilon']
+  assert other['test_loss'] == pytest.approx(reference['test_loss'],
+                                             rel=1e-4)
 
 
 def test_results_and_config_are_written(small_config, tmp_path):
@@ -45,6 +58,45 @@ def test_results_and_config_are_written(small_config, tmp_path):
     assert key in written
   with open(tmp_path / 'config.json') as f:
     assert json.load(f)['dp']['noise_multiplier'] == 1.0
+  diagnostics = written['history'][-1]['non_private_diagnostics']
+  assert set(diagnostics) == {'batch_loss', 'clipped_fraction',
+                              'dropped_nonfinite'}
+
+
+def test_an_overflowing_batch_is_processed_whole(small_config):
+  """The same real examples padded to P and to 2P give the same step."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+  from jaxdp import data, models, steps
+  from jaxdp.mechanism import build_mechanism
+  from jaxdp.train_state import TrainState
+
+  config = small_config
+  config.dp.noise_multiplier, config.dp.target_epsilon = 0.0, float('inf')
+  dataset = data.load_dataset(config.data)
+  mechanism = build_mechanism(config.dp, config.perf, dataset.num_train, 5,
+                              None, 0)
+  model = models.build_model(config.model, dataset.num_classes)
+  params = model.init(jax.random.key(0), dataset.train_images[:1])['params']
+  tx = optax.chain(mechanism.noise_transform(0), optax.sgd(0.1))
+  step = steps.make_train_step(model.apply, mechanism, tx)
+  real = 20
+  results = []
+  for padded in (32, 64):
+    images = np.zeros((padded,) + dataset.train_images.shape[1:], np.float32)
+    images[:real] = dataset.train_images[:real]
+    labels = np.zeros(padded, np.int32)
+    labels[:real] = dataset.train_labels[:real]
+    fresh = jax.tree_util.tree_map(jnp.array, params)  # The step donates it.
+    state = TrainState(step=jnp.zeros([], jnp.int32), params=fresh,
+                       opt_state=tx.init(fresh))
+    state, _ = step(state, {'image': images, 'label': labels,
+                            'mask': np.arange(padded) < real})
+    results.append(jax.tree_util.tree_leaves(state.params))
+  for a, b in zip(*results):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
 def test_tfds_path_trains_the_tanh_cnn_under_mock_data(small_config, tmp_path):
