@@ -91,6 +91,10 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Performance settings: they change speed and memory, never results or ε.
   config.perf = ml_collections.ConfigDict()
+  # fast: per-example norms and clipped sums from layer activations for Dense,
+  # Embed and norm layers (vmap for other parameters); vmap: materialise every
+  # per-example gradient (the reference). Same results either way.
+  config.perf.clipping = 'fast'
   # Clip this many examples at a time (bounds memory); unset = whole batch.
   config.perf.microbatch_size = config_dict.placeholder(int)
   # Poisson batches are padded to a static size that the Binomial(N, q) batch

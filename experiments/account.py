@@ -62,7 +62,7 @@ def main(argv):
   if problems:
     print('error: ' + '; '.join(problems), file=sys.stderr)
     sys.exit(2)
-  perf = ml_collections.ConfigDict({'microbatch_size': None,
+  perf = ml_collections.ConfigDict({'clipping': 'fast', 'microbatch_size': None,
                                     'batch_overflow_probability': 1e-3})
   try:
     mechanism = build_mechanism(_dp_config(), perf, _N.value, _STEPS.value,

@@ -12,9 +12,19 @@ on that example, so the bound below still holds). Every term has norm ≤ C, so
 adding or removing one example moves S by at most C (add/remove-one
 sensitivity); replacing one moves it by at most 2C (replace-one).
 
-Per-example gradients come from `jax.vmap` over `jax.value_and_grad`. The batch
-can be processed in microbatches with `lax.scan`: that trades speed for memory
-and leaves S unchanged up to floating-point summation order.
+Losses are given batched: `batch_loss(params, batch) -> [n]`, where example i's
+loss depends on slice i of `batch` alone (models that mix examples, such as
+BatchNorm, are refused elsewhere). Two ways compute S from it:
+
+* `vmap` (this module): per-example gradients from `jax.vmap` over
+  `jax.value_and_grad`. Exact for any model; memory and time grow with
+  batch × parameters.
+* `fast` (`jaxdp.fast_clipping`): norms and the clipped sum from activations and
+  output gradients of known layers, without per-example gradients, `vmap` for
+  the rest.
+
+Either can run in microbatches with `lax.scan`: that trades speed for memory and
+leaves S unchanged up to floating-point summation order.
 """
 
 import math
@@ -25,8 +35,10 @@ import jax
 import jax.numpy as jnp
 
 PyTree = Any
-# loss_fn(params, example) -> scalar loss of that one example.
-ExampleLoss = Callable[[PyTree, PyTree], jax.Array]
+# batch_loss(params, batch) -> [n] per-example losses.
+BatchLoss = Callable[[PyTree, PyTree], jax.Array]
+# chunk(params, batch, mask) -> (clipped sum, ClippingStats).
+ClippedChunk = Callable[[PyTree, PyTree, jax.Array], tuple]
 
 
 class ClippingStats(NamedTuple):
@@ -47,12 +59,11 @@ def sensitivity(clip_norm: float,
   raise ValueError(f'unsupported neighbouring relation {relation}')
 
 
-def global_norms(per_example_grads: PyTree) -> jax.Array:
-  """L2 norm of each example's gradient over the whole pytree -> [n]."""
+def squared_norms(per_example_grads: PyTree) -> jax.Array:
+  """Squared L2 norm of each example's gradient over a pytree -> [n]."""
   leaves = jax.tree_util.tree_leaves(per_example_grads)
-  squares = [jnp.sum(jnp.reshape(g, (g.shape[0], -1)) ** 2, axis=1)
-             for g in leaves]
-  return jnp.sqrt(sum(squares))
+  return sum(jnp.sum(jnp.reshape(g, (g.shape[0], -1)).astype(jnp.float32) ** 2,
+                     axis=1) for g in leaves)
 
 
 def clip_factors(norms: jax.Array, mask: jax.Array,
@@ -67,45 +78,42 @@ def clip_factors(norms: jax.Array, mask: jax.Array,
   return jnp.where(keep, factor, 0.0), jnp.logical_and(mask, ~finite)
 
 
-def _weighted_sum(per_example_grads: PyTree, weights: jax.Array) -> PyTree:
+def rows_where(keep: jax.Array, x: jax.Array) -> jax.Array:
+  """x with the rows (leading axis) where `keep` is False set to exactly 0."""
+  return jnp.where(jnp.reshape(keep, (-1,) + (1,) * (x.ndim - 1)), x, 0)
+
+
+def weighted_sum(per_example_grads: PyTree, weights: jax.Array) -> PyTree:
   """Σ_i w_i g_i, with rows of zero weight contributing exactly zero."""
   def one_leaf(g):
     w = jnp.reshape(weights, (-1,) + (1,) * (g.ndim - 1)).astype(g.dtype)
-    # `where` first: 0 · NaN would be NaN.
-    return jnp.sum(jnp.where(w > 0, g, 0) * w, axis=0)
+    return jnp.sum(rows_where(weights > 0, g) * w, axis=0)  # 0 · NaN is NaN.
   return jax.tree_util.tree_map(one_leaf, per_example_grads)
 
 
-def make_clipped_grad_sum(
-    loss_fn: ExampleLoss,
-    clip_norm: float,
-    microbatch_size: Optional[int] = None,
-) -> Callable[[PyTree, PyTree, jax.Array], tuple[PyTree, ClippingStats]]:
-  """Builds f(params, batch, mask) -> (clipped sum S, ClippingStats).
+def expand(example: PyTree) -> PyTree:
+  """One example -> a batch of one."""
+  return jax.tree_util.tree_map(lambda x: x[None], example)
 
-  Args:
-    loss_fn: loss of one example, `loss_fn(params, example) -> scalar`; the
-      example is one slice of `batch` along its leading axis.
-    clip_norm: C > 0; `float('inf')` disables clipping.
-    microbatch_size: process the batch in chunks of this many examples
-      (must divide the batch size); None processes it in one go. A
-      performance knob only: the result does not depend on it.
 
-  Returns:
-    A pure, jit-able function. Its sum has sensitivity `sensitivity(C, rel)`.
-  """
-  per_example = jax.vmap(jax.value_and_grad(loss_fn), in_axes=(None, 0))
+def vmap_clipped_chunk(batch_loss: BatchLoss, clip_norm: float) -> ClippedChunk:
+  """The reference clipped sum: materialised per-example gradients."""
+  one = lambda params, example: batch_loss(params, expand(example))[0]
+  per_example = jax.vmap(jax.value_and_grad(one), in_axes=(None, 0))
 
   def chunk(params, batch, mask):
     losses, grads = per_example(params, batch)
-    norms = global_norms(grads)
+    norms = jnp.sqrt(squared_norms(grads))
     factors, dropped = clip_factors(norms, mask, clip_norm)
-    stats = ClippingStats(
-        norms=jnp.where(mask, norms, 0.0),
-        losses=jnp.where(mask, losses, 0.0),
-        dropped=dropped)
-    return _weighted_sum(grads, factors), stats
+    stats = ClippingStats(norms=jnp.where(mask, norms, 0.0),
+                          losses=jnp.where(mask, losses, 0.0), dropped=dropped)
+    return weighted_sum(grads, factors), stats
 
+  return chunk
+
+
+def microbatched(chunk: ClippedChunk, microbatch_size: Optional[int]):
+  """Runs `chunk` over microbatches with `lax.scan`, summing the results."""
   def clipped_grad_sum(params, batch, mask):
     n = mask.shape[0]
     if microbatch_size is None or microbatch_size >= n:
@@ -117,8 +125,8 @@ def make_clipped_grad_sum(
     split = lambda x: jnp.reshape(x, (k, microbatch_size) + x.shape[1:])
     chunks = jax.tree_util.tree_map(split, (batch, mask))
 
-    def body(total, chunk_batch_and_mask):
-      part, stats = chunk(params, *chunk_batch_and_mask)
+    def body(total, batch_and_mask):
+      part, stats = chunk(params, *batch_and_mask)
       return jax.tree_util.tree_map(jnp.add, total, part), stats
 
     zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
@@ -127,3 +135,24 @@ def make_clipped_grad_sum(
     return total, jax.tree_util.tree_map(merge, stats)
 
   return clipped_grad_sum
+
+
+def make_clipped_grad_sum(
+    batch_loss: BatchLoss,
+    clip_norm: float,
+    microbatch_size: Optional[int] = None,
+) -> Callable[[PyTree, PyTree, jax.Array], tuple[PyTree, ClippingStats]]:
+  """Builds f(params, batch, mask) -> (clipped sum S, ClippingStats), by vmap.
+
+  Args:
+    batch_loss: `batch_loss(params, batch) -> [n]` per-example losses.
+    clip_norm: C > 0; `float('inf')` disables clipping.
+    microbatch_size: process the batch in chunks of this many examples
+      (must divide the batch size); None processes it in one go. A
+      performance knob only: the result does not depend on it.
+
+  Returns:
+    A pure, jit-able function. Its sum has sensitivity `sensitivity(C, rel)`.
+  """
+  return microbatched(vmap_clipped_chunk(batch_loss, clip_norm),
+                      microbatch_size)

@@ -22,9 +22,12 @@ import jax
 
 from jaxdp import accounting
 from jaxdp import clipping
+from jaxdp import fast_clipping
 from jaxdp import noise
 from jaxdp import sampling
 from jaxdp.errors import ConfigError
+
+CLIPPING_METHODS = ('fast', 'vmap')
 
 # Separates the noise key from other keys derived from the same seed.
 NOISE_STREAM = 0x401E
@@ -47,6 +50,7 @@ class DpMechanism:
   accountant: str
   target_epsilon: Optional[float]
   microbatch_size: Optional[int]
+  clipping_method: str = 'fast'  # Performance only: results agree.
 
   @property
   def noise_std(self) -> float:
@@ -93,10 +97,13 @@ class DpMechanism:
     return accounting.epsilon(self.accountant, self.neighboring_relation,
                               self.dp_event(steps), self.delta)
 
-  def clipped_grad_sum(self, loss_fn: clipping.ExampleLoss):
+  def clipped_grad_sum(self, batch_loss: clipping.BatchLoss):
     """f(params, batch, mask) -> (clipped sum, stats) with this run's C."""
-    return clipping.make_clipped_grad_sum(loss_fn, self.clip_norm,
-                                          self.microbatch_size)
+    make_chunk = (fast_clipping.fast_clipped_chunk
+                  if self.clipping_method == 'fast'
+                  else clipping.vmap_clipped_chunk)
+    return clipping.microbatched(make_chunk(batch_loss, self.clip_norm),
+                                 self.microbatch_size)
 
   def noise_transform(self, seed: int):
     """The optax transformation adding this run's noise, once per step."""
@@ -195,7 +202,8 @@ def build_mechanism(dp, perf, num_examples: int, num_steps: Optional[int],
   Args:
     dp: `config.dp` (sampler, batch_size, clip_norm, noise_multiplier,
       target_epsilon, delta, accountant, allow_large_delta).
-    perf: `config.perf` (microbatch_size, batch_overflow_probability).
+    perf: `config.perf` (clipping, microbatch_size,
+      batch_overflow_probability).
     num_examples: N, the number of private training examples.
     num_steps: logical steps; if None, derived from `num_epochs`.
     num_epochs: expected passes over the data, used when num_steps is None.
@@ -209,6 +217,9 @@ def build_mechanism(dp, perf, num_examples: int, num_steps: Optional[int],
   """
   _check_dp_fields(dp, num_examples)
   microbatch = perf.microbatch_size
+  if perf.clipping not in CLIPPING_METHODS:
+    raise ConfigError('perf.clipping', f'unknown method {perf.clipping!r}',
+                      f'use one of {", ".join(CLIPPING_METHODS)}')
   if microbatch is not None and microbatch <= 0:
     raise ConfigError('perf.microbatch_size', f'must be > 0, got {microbatch}',
                       'set a positive microbatch size, or leave it unset')
@@ -231,7 +242,8 @@ def build_mechanism(dp, perf, num_examples: int, num_steps: Optional[int],
     return DpMechanism(sampler=sampler, clip_norm=float(dp.clip_norm),
                        noise_multiplier=float(sigma), num_steps=int(num_steps),
                        delta=float(dp.delta), accountant=dp.accountant,
-                       target_epsilon=target, microbatch_size=microbatch)
+                       target_epsilon=target, microbatch_size=microbatch,
+                       clipping_method=perf.clipping)
 
   probe = with_sigma(1.0)
   accounting.check_supported(dp.accountant, sampler.neighboring_relation,

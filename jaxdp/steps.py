@@ -14,28 +14,29 @@ from jaxdp.mechanism import DpMechanism
 from jaxdp.train_state import TrainState
 
 
-def example_loss(apply_fn: Callable) -> Callable:
-  """Cross-entropy of one example: loss(params, (image, label)) -> scalar."""
-  def loss(params, example):
-    image, label = example
-    logits = apply_fn({'params': params}, image[None])[0]
-    return optax.softmax_cross_entropy_with_integer_labels(logits, label)
+def classification_loss(apply_fn: Callable) -> Callable:
+  """Per-example cross-entropy: loss(params, (images, labels)) -> [n]."""
+  def loss(params, batch):
+    images, labels = batch
+    logits = apply_fn({'params': params}, images)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   return loss
 
 
-def make_train_step(apply_fn: Callable, mechanism: DpMechanism,
+def make_train_step(batch_loss: Callable, mechanism: DpMechanism,
                     tx: optax.GradientTransformation):
   """train_step(state, batch) -> (state, metrics), jitted, state donated.
 
-  `batch` is a dict with `image` [P, ...], `label` [P] and `mask` [P] (False
-  for padding), P the padded batch size.
+  `batch` is a dict with `inputs` (what `batch_loss(params, inputs) -> [P]`
+  takes, leading axis P) and `mask` [P] (False for padding), P the padded
+  batch size.
   """
-  clipped_grad_sum = mechanism.clipped_grad_sum(example_loss(apply_fn))
+  clipped_grad_sum = mechanism.clipped_grad_sum(batch_loss)
   clip_norm = mechanism.clip_norm
 
   def train_step(state: TrainState, batch):
-    grad_sum, stats = clipped_grad_sum(
-        state.params, (batch['image'], batch['label']), batch['mask'])
+    grad_sum, stats = clipped_grad_sum(state.params, batch['inputs'],
+                                       batch['mask'])
     updates, opt_state = tx.update(grad_sum, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     real = jnp.maximum(batch['mask'].sum(), 1)

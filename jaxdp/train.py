@@ -34,7 +34,7 @@ def _batch_arrays(dataset: data.Dataset, batch) -> dict:
   labels = dataset.train_labels[batch.indices]
   images[~batch.mask] = 0.0
   labels[~batch.mask] = 0
-  return {'image': images, 'label': labels, 'mask': batch.mask}
+  return {'inputs': (images, labels), 'mask': batch.mask}
 
 
 def _json_number(x: float) -> Optional[float]:
@@ -75,7 +75,8 @@ def train_and_evaluate(config, workdir: str,
       optimizers.build_optimizer(config.optimizer, mechanism.num_steps))  # ... then post-process.
   state = TrainState(step=jnp.zeros([], jnp.int32), params=params,
                      opt_state=tx.init(params))
-  train_step = steps.make_train_step(model.apply, mechanism, tx)
+  train_step = steps.make_train_step(steps.classification_loss(model.apply),
+                                     mechanism, tx)
   eval_step = steps.make_eval_step(model.apply)
   eval_batch = min(config.eval.batch_size, len(dataset.test_labels))
 

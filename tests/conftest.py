@@ -26,16 +26,17 @@ def small_config():
 
 
 def mlp_problem(batch_size=8, in_dim=5, classes=3, seed=0):
-  """(loss_fn for one example, params, (x, y)) of a tiny MLP."""
+  """(model, batch_loss(params, (x, y)) -> [n], params, (x, y)), a tiny MLP."""
   model = MLP(hidden_sizes=(7,), num_classes=classes, activation=jnp.tanh)
   kx, ky, kp = jax.random.split(jax.random.key(seed), 3)
   x = 3.0 * jax.random.normal(kx, (batch_size, in_dim))
   y = jax.random.randint(ky, (batch_size,), 0, classes)
   params = model.init(kp, x[:1])['params']
 
-  def loss_fn(p, example):
-    xi, yi = example
-    logits = model.apply({'params': p}, xi[None])[0]
-    return -jax.nn.log_softmax(logits)[yi]
+  def batch_loss(p, batch):
+    xs, ys = batch
+    logits = model.apply({'params': p}, xs)
+    return -jnp.take_along_axis(jax.nn.log_softmax(logits), ys[:, None],
+                                axis=1)[:, 0]
 
-  return model, loss_fn, params, (x, y)
+  return model, batch_loss, params, (x, y)

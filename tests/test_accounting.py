@@ -23,7 +23,8 @@ def _dp(**overrides):
 
 
 def _perf(microbatch=None, overflow=1e-3):
-  return ml_collections.ConfigDict({'microbatch_size': microbatch,
+  return ml_collections.ConfigDict({'clipping': 'fast',
+                                    'microbatch_size': microbatch,
                                     'batch_overflow_probability': overflow})
 
 

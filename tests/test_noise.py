@@ -79,18 +79,16 @@ def test_full_train_step_adds_noise_exactly_once(small_config):
   mechanism = build_mechanism(dp, small_config.perf, num_examples=100,
                               num_steps=5, num_epochs=None, seed=0)
 
-  def apply_fn(variables, images):  # Logits that ignore the parameters.
-    p = variables['params']
-    return jnp.zeros((images.shape[0], 3)) + 0.0 * (
-        jnp.sum(p['w']) + jnp.sum(p['b']))
+  def batch_loss(p, inputs):  # A loss that ignores the parameters.
+    return jnp.zeros(inputs.shape[0]) + 0.0 * (jnp.sum(p['w']) +
+                                                jnp.sum(p['b']))
 
   tx = optax.chain(mechanism.noise_transform(seed=0), optax.sgd(1.0))
   params = _zeros()
   state = TrainState(step=jnp.zeros([], jnp.int32), params=params,
                      opt_state=tx.init(params))
-  train_step = steps.make_train_step(apply_fn, mechanism, tx)
-  batch = {'image': jnp.ones((8, 2)), 'label': jnp.zeros(8, jnp.int32),
-           'mask': jnp.arange(8) < 4}
+  train_step = steps.make_train_step(batch_loss, mechanism, tx)
+  batch = {'inputs': jnp.ones((8, 2)), 'mask': jnp.arange(8) < 4}
   state, _ = train_step(state, batch)
   moved = _flat(state.params)
   expected_std = 2.0 * 0.5 / 8

@@ -81,7 +81,8 @@ def test_an_overflowing_batch_is_processed_whole(small_config):
   model = models.build_model(config.model, dataset.num_classes)
   params = model.init(jax.random.key(0), dataset.train_images[:1])['params']
   tx = optax.chain(mechanism.noise_transform(0), optax.sgd(0.1))
-  step = steps.make_train_step(model.apply, mechanism, tx)
+  step = steps.make_train_step(steps.classification_loss(model.apply),
+                               mechanism, tx)
   real = 20
   results = []
   for padded in (32, 64):
@@ -92,7 +93,7 @@ def test_an_overflowing_batch_is_processed_whole(small_config):
     fresh = jax.tree_util.tree_map(jnp.array, params)  # The step donates it.
     state = TrainState(step=jnp.zeros([], jnp.int32), params=fresh,
                        opt_state=tx.init(fresh))
-    state, _ = step(state, {'image': images, 'label': labels,
+    state, _ = step(state, {'inputs': (images, labels),
                             'mask': np.arange(padded) < real})
     results.append(jax.tree_util.tree_leaves(state.params))
   for a, b in zip(*results):

@@ -9,6 +9,7 @@ from jaxdp.errors import ConfigError
 from jaxdp.models.example_mixing import check_no_example_mixing
 from jaxdp.models.mlp import MLP
 from jaxdp.models.tanh_cnn import TanhCNN
+from jaxdp.models.transformer import TransformerLM
 
 ACTIVATIONS: dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {
     'relu': nn.relu,
@@ -39,5 +40,5 @@ def build_model(model_config, num_classes: int) -> nn.Module:
                                       ACTIVATIONS[model_config.activation])
 
 
-__all__ = ['MLP', 'TanhCNN', 'build_model', 'check_no_example_mixing',
+__all__ = ['MLP', 'TanhCNN', 'TransformerLM', 'build_model', 'check_no_example_mixing',
            'MODELS', 'ACTIVATIONS']

@@ -1,0 +1,182 @@
+"""Step-time and memory of DP training steps against the non-private step.
+
+Every method runs the *whole* training step (gradients, clipping, noise, SGD
+update) on the same model, batch and machine. Methods alternate round by round
+so that load on a shared machine affects them alike; the median of the timed
+steps is reported. Memory is XLA's own account of the compiled step (argument,
+output and temporary buffers), the peak it plans for, not a measurement of the
+process.
+
+Methods:
+  nonprivate        jax.grad of the mean loss, then SGD.
+  vmap              materialised per-example gradients (the reference).
+  vmap_microbatched vmap in microbatches (`lax.scan`): less memory.
+  fast              jaxdp's default: norms and clipped sums from activations
+                    and output gradients of known layers, vmap for the rest.
+  fast_noise_free   `fast` with σ = 0: what clipping costs without the noise
+                    draw (a diagnostic, not a private step).
+"""
+
+import dataclasses
+import statistics
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from jaxdp import models
+from jaxdp import steps
+from jaxdp.mechanism import build_mechanism
+from jaxdp.models.transformer import next_token_loss
+from jaxdp.train_state import TrainState
+
+METHODS = ('nonprivate', 'vmap', 'vmap_microbatched', 'fast',
+           'fast_noise_free')
+MODELS = ('mlp', 'cnn', 'transformer')
+
+
+@dataclasses.dataclass
+class Problem:
+  name: str
+  description: str
+  params: object
+  inputs: object  # What batch_loss takes; leading axis = batch.
+  batch_loss: Callable
+
+
+def make_problem(name: str, batch_size: int, seed: int = 0) -> Problem:
+  """A model with random data of the shapes the benchmark names."""
+  kx, ky, kp = jax.random.split(jax.random.key(seed), 3)
+  if name in ('mlp', 'cnn'):
+    if name == 'mlp':
+      model = models.MLP((512,), 10, jax.nn.relu)
+      description = 'MLP 784-512-10 (ReLU) on 28×28×1'
+    else:
+      model = models.TanhCNN(10)
+      description = 'Papernot tanh CNN on 28×28×1'
+    images = jax.random.normal(kx, (batch_size, 28, 28, 1))
+    labels = jax.random.randint(ky, (batch_size,), 0, 10)
+    params = model.init(kp, images[:1])['params']
+    return Problem(name, description, params, (images, labels),
+                   steps.classification_loss(model.apply))
+  if name == 'transformer':
+    model = models.TransformerLM(vocab_size=64, max_length=32, width=32,
+                                 depth=2, num_heads=4)
+    tokens = jax.random.randint(kx, (batch_size, 33), 0, 64)
+    params = model.init(kp, tokens[:1, :-1])['params']
+    return Problem(name, 'causal transformer LM, 2 blocks, width 32, '
+                   '32 tokens, vocab 64', params, tokens,
+                   next_token_loss(model.apply))
+  raise ValueError(f'unknown benchmark model {name!r}; use one of {MODELS}')
+
+
+def _dp_step(problem: Problem, method: str, batch_size: int,
+             microbatch_size: int):
+  dp = ml_collections.ConfigDict({
+      'sampler': 'fixed_size', 'batch_size': batch_size, 'clip_norm': 1.0,
+      'noise_multiplier': 0.0 if method == 'fast_noise_free' else 1.0,
+      'target_epsilon': None, 'delta': 1e-5,
+      'accountant': 'rdp', 'allow_large_delta': True})
+  perf = ml_collections.ConfigDict({
+      'clipping': 'fast' if method.startswith('fast') else 'vmap',
+      'microbatch_size': microbatch_size if method == 'vmap_microbatched'
+                         else None,
+      'batch_overflow_probability': 1e-3})
+  mechanism = build_mechanism(dp, perf, num_examples=10 * batch_size,
+                              num_steps=100, num_epochs=None, seed=0)
+  tx = optax.chain(mechanism.noise_transform(0), optax.sgd(0.1))
+  return steps.make_train_step(problem.batch_loss, mechanism, tx), tx
+
+
+def _nonprivate_step(problem: Problem):
+  tx = optax.sgd(0.1)
+
+  def step(state, batch):
+    mean_loss = lambda p: jnp.mean(problem.batch_loss(p, batch['inputs']))
+    loss, grads = jax.value_and_grad(mean_loss)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    return state.replace(step=state.step + 1,
+                         params=optax.apply_updates(state.params, updates),
+                         opt_state=opt_state), {'loss': loss}
+
+  return jax.jit(step, donate_argnums=0), tx
+
+
+def _memory_mb(step, state, batch) -> float:
+  stats = step.lower(state, batch).compile().memory_analysis()
+  if stats is None:
+    return float('nan')
+  total = (stats.argument_size_in_bytes + stats.output_size_in_bytes +
+           stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+  return total / 2**20
+
+
+def run(model_names=MODELS, methods=METHODS, batch_size: int = 256,
+        timed_steps: int = 20, microbatch_size: int = 32,
+        log: Callable[[str], None] = print) -> dict:
+  """Times every method on every model; returns {model: {method: stats}}."""
+  results = {}
+  for name in model_names:
+    problem = make_problem(name, batch_size)
+    batch = {'inputs': problem.inputs, 'mask': jnp.ones(batch_size, bool)}
+    num_params = sum(x.size for x in jax.tree_util.tree_leaves(problem.params))
+    log(f'{name}: {problem.description}, {num_params:,} parameters, '
+        f'batch {batch_size}')
+    runners = {}
+    for method in methods:
+      step, tx = (_nonprivate_step(problem) if method == 'nonprivate' else
+                  _dp_step(problem, method, batch_size, microbatch_size))
+      params = jax.tree_util.tree_map(jnp.array, problem.params)
+      state = TrainState(step=jnp.zeros([], jnp.int32), params=params,
+                         opt_state=tx.init(params))
+      memory = _memory_mb(step, state, batch)
+      start = time.perf_counter()
+      state, _ = step(state, batch)  # Compiles.
+      jax.block_until_ready(state)
+      compile_s = time.perf_counter() - start
+      state, _ = step(state, batch)  # One untimed warm-up step.
+      jax.block_until_ready(state)
+      runners[method] = {'step': step, 'state': state, 'times': [],
+                         'memory': memory, 'compile_s': compile_s}
+    for _ in range(timed_steps):  # Round-robin: alternate the methods.
+      for method, r in runners.items():
+        start = time.perf_counter()
+        r['state'], _ = r['step'](r['state'], batch)
+        jax.block_until_ready(r['state'])
+        r['times'].append(time.perf_counter() - start)
+    base = runners.get('nonprivate')
+    base_ms = 1e3 * statistics.median(base['times']) if base else None
+    base_mb = base['memory'] if base else None
+    results[name] = {}
+    for method, r in runners.items():
+      ms = 1e3 * statistics.median(r['times'])
+      results[name][method] = {
+          'median_ms': round(ms, 3),
+          'ratio_to_nonprivate': round(ms / base_ms, 3) if base_ms else None,
+          'peak_memory_mb': round(r['memory'], 3),
+          'memory_ratio_to_nonprivate': (round(r['memory'] / base_mb, 3)
+                                         if base_mb else None),
+          'compile_s': round(r['compile_s'], 3),
+          'examples_per_s': round(batch_size / (ms / 1e3), 1),
+      }
+  return results
+
+
+def table(results: dict) -> str:
+  """A markdown table of `run`'s results."""
+  lines = ['| model | method | median ms/step | × non-private | examples/s | '
+           'XLA peak MB | × non-private memory | compile s |',
+           '|---|---|---|---|---|---|---|---|']
+  for model, by_method in results.items():
+    for method, r in by_method.items():
+      ratio = '' if r['ratio_to_nonprivate'] is None else (
+          f"{r['ratio_to_nonprivate']:.2f}")
+      mem_ratio = '' if r['memory_ratio_to_nonprivate'] is None else (
+          f"{r['memory_ratio_to_nonprivate']:.2f}")
+      lines.append(f"| {model} | {method} | {r['median_ms']:.1f} | {ratio} | "
+                   f"{r['examples_per_s']:.0f} | {r['peak_memory_mb']:.1f} | "
+                   f'{mem_ratio} | {r["compile_s"]:.1f} |')
+  return '\n'.join(lines)

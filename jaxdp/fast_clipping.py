@@ -1,0 +1,290 @@
+"""Per-example clipping without per-example gradients, for known Flax layers.
+
+For a Dense layer y = a W + b applied to example i (a_i: [T, d] inputs, T = 1
+for a single vector, g_i = ∂ℓ_i/∂y_i: [T, p] output gradients), the
+per-example gradient is ∇W_i = a_iᵀ g_i and ∇b_i = Σ_t g_it. Its norm needs no
+∇W_i:
+
+    ‖a_iᵀ g_i‖²_F = ‖a_i‖² ‖g_i‖²                       (T = 1)
+                  = Σ_{t,s} (a_it·a_is)(g_it·g_is)       (T > 1, "ghost norm")
+
+and the clipped sum is one matrix product, Σ_i c_i a_iᵀ g_i = aᵀ (c ∘ g)
+("book-keeping", Bu et al. 2023): the activations and output gradients of
+one ordinary forward and backward pass suffice. For T > 1 the Gram form costs
+O(T²(d + p)) per example against O(T d p) for forming ∇W_i, so it is used when
+2T² < d p, and ∇W_i is formed otherwise (the rule of Li et al. 2022).
+
+Known layers (the module's own parameters, called once per forward):
+
+* `nn.Dense`: kernel and bias, inputs of any rank [n, ..., d].
+* `nn.Embed` (via `__call__` only): rows hit by the same token add up, so
+  ‖∇E_i‖² = Σ_{t,s} [id_t = id_s] g_it·g_is; the sum scatters c ∘ g.
+* `nn.LayerNorm`, `nn.RMSNorm`, `nn.GroupNorm` with features on the last axis:
+  ∇scale_i = Σ_t x̂_it ∘ g_it and ∇bias_i = Σ_t g_it, with x̂ the layer's own
+  normalised input (recomputed by the same module without scale and bias).
+
+Every other parameter (convolutions, custom layers, a module called twice, a
+tied embedding used through `attend`) gets exact per-example gradients from
+`jax.vmap`, only for those parameters. The result equals the `vmap` reference
+up to floating-point rounding; tests check this layer by layer and model by
+model.
+
+How layers are found: `flax.linen.intercept_methods` sees every module call
+while the loss runs. A first abstract pass (`jax.eval_shape`) lists the calls;
+the real pass adds a zero "perturbation" to each known layer's output and
+records its input, and the gradient with respect to the perturbations is the
+output gradient g. Model code needs no change.
+"""
+
+import dataclasses
+from typing import Any, Optional
+
+import flax.linen as nn
+from flax import traverse_util
+import jax
+import jax.numpy as jnp
+
+from jaxdp import clipping
+
+PyTree = Any
+_NORMS = (nn.LayerNorm, nn.RMSNorm, nn.GroupNorm)
+
+
+@dataclasses.dataclass(frozen=True)
+class Site:
+  """A layer whose per-example gradients are computed without vmap."""
+
+  path: tuple[str, ...]  # Module scope path = where its params live.
+  kind: str  # 'dense' | 'embed' | 'norm'
+  param_names: tuple[str, ...]  # Its parameter leaves, e.g. ('kernel', 'bias').
+  out_shape: tuple[int, ...]
+  out_dtype: Any
+  normalizer: Optional[nn.Module] = None  # For norms: same layer, no affine.
+
+
+def _kind(module: nn.Module) -> Optional[str]:
+  if type(module) is nn.Dense:  # pylint: disable=unidiomatic-typecheck
+    return 'dense'
+  if type(module) is nn.Embed:  # pylint: disable=unidiomatic-typecheck
+    return 'embed'
+  if type(module) in _NORMS and getattr(module, 'feature_axes', -1) in (
+      -1, (-1,)):
+    return 'norm'
+  return None
+
+
+def _normalizer(module: nn.Module) -> nn.Module:
+  overrides = {'use_scale': False}
+  if hasattr(module, 'use_bias'):
+    overrides['use_bias'] = False
+  return module.clone(parent=None, **overrides)
+
+
+def _subtree(params, path):
+  for name in path:
+    if not hasattr(params, 'keys') or name not in params:
+      return None
+    params = params[name]
+  return params if hasattr(params, 'keys') else None
+
+
+def _params_fit(kind, leaves, in_shape, out_shape, in_dtype) -> bool:
+  """Whether a call's parameters have exactly the shapes the maths assumes."""
+  names = set(leaves)
+  if kind == 'dense':
+    kernel = leaves.get('kernel')
+    return (names <= {'kernel', 'bias'} and kernel is not None and
+            kernel.shape == (in_shape[-1], out_shape[-1]) and
+            ('bias' not in leaves or
+             leaves['bias'].shape == (out_shape[-1],)))
+  if kind == 'embed':
+    table = leaves.get('embedding')
+    return (names == {'embedding'} and jnp.issubdtype(in_dtype, jnp.integer)
+            and table.ndim == 2 and out_shape == in_shape + (table.shape[1],))
+  if kind == 'norm':
+    return (bool(names) and names <= {'scale', 'bias'} and
+            in_shape == out_shape and
+            all(v.shape == (out_shape[-1],) for v in leaves.values()))
+  return False
+
+
+def find_sites(batch_loss, params, batch) -> list[Site]:
+  """The layers of `batch_loss`'s model that the fast path can handle."""
+  n = jax.tree_util.tree_leaves(batch)[0].shape[0]
+  calls: dict[tuple[str, ...], list] = {}
+
+  def spy(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    kind = _kind(context.module)
+    if kind is not None and context.method_name != 'setup':
+      path = tuple(context.module.scope.path)
+      x = args[0] if args else None
+      calls.setdefault(path, []).append(dict(
+          kind=kind, method=context.method_name, module=context.module,
+          in_shape=tuple(getattr(x, 'shape', ())),
+          in_dtype=getattr(x, 'dtype', None),
+          out_shape=tuple(getattr(out, 'shape', ())),
+          out_dtype=getattr(out, 'dtype', None)))
+    return out
+
+  abstract = lambda t: jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), t)
+  with nn.intercept_methods(spy):
+    # A fresh function each time: a cached trace would skip the interceptor.
+    jax.eval_shape(lambda p, b: batch_loss(p, b), abstract(params),
+                   abstract(batch))
+
+  sites = []
+  for path, seen in calls.items():
+    if len(seen) != 1 or seen[0]['method'] != '__call__':
+      continue  # Shared or tied parameters: leave them to vmap.
+    call = seen[0]
+    leaves = _subtree(params, path)
+    if leaves is None or any(hasattr(v, 'keys') for v in leaves.values()):
+      continue
+    if not (call['in_shape'][:1] == call['out_shape'][:1] == (n,)):
+      continue  # Not applied per example.
+    if not _params_fit(call['kind'], dict(leaves), call['in_shape'],
+                       call['out_shape'], call['in_dtype']):
+      continue
+    sites.append(Site(
+        path=path, kind=call['kind'], param_names=tuple(sorted(leaves)),
+        out_shape=call['out_shape'], out_dtype=call['out_dtype'],
+        normalizer=(_normalizer(call['module']) if call['kind'] == 'norm'
+                    else None)))
+  return sites
+
+
+def _as_sequences(x, n):
+  """[n, ..., f] -> [n, T, f]; for integer ids [n, ...] -> [n, T]."""
+  return jnp.reshape(x, (n, -1, x.shape[-1]))
+
+
+def _site_squared_norms(site: Site, inputs, out_grads, leaves) -> jax.Array:
+  """Squared norm of each example's gradient for one layer's params -> [n]."""
+  n = out_grads.shape[0]
+  g = _as_sequences(out_grads.astype(jnp.float32), n)
+  bias_sq = jnp.sum(jnp.sum(g, axis=1) ** 2, -1) if 'bias' in leaves else 0.0
+  if site.kind == 'dense':
+    a = _as_sequences(inputs.astype(jnp.float32), n)
+    t, d, p = a.shape[1], a.shape[2], g.shape[2]
+    if t == 1:
+      sq = jnp.sum(a[:, 0] ** 2, -1) * jnp.sum(g[:, 0] ** 2, -1)
+    elif 2 * t * t < d * p:  # Ghost norm through the Gram matrices.
+      sq = jnp.sum(jnp.einsum('ntd,nsd->nts', a, a) *
+                   jnp.einsum('ntp,nsp->nts', g, g), axis=(1, 2))
+    else:  # Cheaper to form each example's kernel gradient.
+      sq = jnp.sum(jnp.einsum('ntd,ntp->ndp', a, g) ** 2, axis=(1, 2))
+    return sq + bias_sq
+  if site.kind == 'embed':
+    ids = jnp.reshape(inputs, (n, -1))
+    same = ids[:, :, None] == ids[:, None, :]
+    return jnp.sum(jnp.where(same, jnp.einsum('ntd,nsd->nts', g, g), 0.0),
+                   axis=(1, 2))
+  x_hat = _as_sequences(site.normalizer.apply({}, inputs).astype(jnp.float32),
+                        n)
+  scale_sq = (jnp.sum(jnp.sum(x_hat * g, axis=1) ** 2, -1)
+              if 'scale' in leaves else 0.0)
+  return scale_sq + bias_sq
+
+
+def _site_clipped_sums(site: Site, inputs, out_grads, factors,
+                       leaves) -> dict:
+  """Σ_i c_i ∇θ_i for one layer's params, from activations (book-keeping)."""
+  n = factors.shape[0]
+  keep = factors > 0
+  g = clipping.rows_where(keep, _as_sequences(out_grads.astype(jnp.float32),
+                                              n))
+  weighted_g = g * factors[:, None, None]
+  sums = {}
+  if 'bias' in leaves:
+    sums['bias'] = jnp.sum(weighted_g, axis=(0, 1))
+  if site.kind == 'dense':
+    a = clipping.rows_where(keep, _as_sequences(inputs.astype(jnp.float32), n))
+    sums['kernel'] = jnp.einsum('ntd,ntp->dp', a, weighted_g)
+  elif site.kind == 'embed':
+    ids = jnp.reshape(inputs, (-1,))
+    sums['embedding'] = jnp.zeros(leaves['embedding'].shape, jnp.float32).at[
+        ids].add(jnp.reshape(weighted_g, (-1, g.shape[-1])))
+  elif 'scale' in leaves:
+    x_hat = clipping.rows_where(keep, _as_sequences(
+        site.normalizer.apply({}, inputs).astype(jnp.float32), n))
+    sums['scale'] = jnp.einsum('ntc,ntc->c', x_hat, weighted_g)
+  return {k: v.astype(leaves[k].dtype) for k, v in sums.items()}
+
+
+def fast_clipped_chunk(batch_loss, clip_norm: float) -> clipping.ClippedChunk:
+  """The clipped sum of a chunk, fast for known layers, vmap for the rest.
+
+  Args:
+    batch_loss: `batch_loss(params, batch) -> [n]`; `params` is the Flax
+      'params' collection the model is applied with.
+    clip_norm: C > 0, or inf.
+
+  Returns:
+    chunk(params, batch, mask) -> (clipped sum, ClippingStats), equal to
+    `clipping.vmap_clipped_chunk` up to floating-point rounding.
+  """
+
+  def chunk(params, batch, mask):
+    n = mask.shape[0]
+    sites = find_sites(batch_loss, params, batch)
+    by_path = {site.path: site for site in sites}
+    flat = traverse_util.flatten_dict(params)
+    covered = {s.path + (name,) for s in sites for name in s.param_names}
+    rest = {k: v for k, v in flat.items() if k not in covered}
+
+    def forward(perturbations):
+      inputs = {}
+
+      def hook(next_fun, args, kwargs, context):
+        path = tuple(context.module.scope.path)
+        if context.method_name != '__call__' or path not in by_path:
+          return next_fun(*args, **kwargs)
+        inputs[path] = args[0]
+        return next_fun(*args, **kwargs) + perturbations[path]
+
+      with nn.intercept_methods(hook):
+        losses = batch_loss(params, batch)
+      return jnp.sum(jnp.where(mask, losses, 0.0)), (losses, inputs)
+
+    zeros = {s.path: jnp.zeros(s.out_shape, s.out_dtype) for s in sites}
+    (_, (losses, inputs)), out_grads = jax.value_and_grad(
+        forward, has_aux=True)(zeros)
+    missed = [s.path for s in sites if s.path not in inputs]
+    if missed:  # E.g. a jitted loss whose cached trace skipped the hook.
+      raise ValueError(
+          f'layers {missed} were not seen on the second pass; do not wrap '
+          "the loss in jax.jit, or set perf.clipping='vmap'")
+
+    sq = jnp.zeros((n,), jnp.float32)
+    if rest:  # Exact per-example gradients for the parameters left over.
+      def one(rest_params, example):
+        full = traverse_util.unflatten_dict({**flat, **rest_params})
+        return batch_loss(full, clipping.expand(example))[0]
+      rest_grads = jax.vmap(jax.grad(one), in_axes=(None, 0))(rest, batch)
+      sq = sq + clipping.squared_norms(rest_grads)
+    # Norms first (they fix the clip factors), then the weighted sums.
+    for site in sites:
+      sq = sq + _site_squared_norms(site, inputs[site.path],
+                                    out_grads[site.path],
+                                    _subtree(params, site.path))
+    norms = jnp.sqrt(sq)
+    factors, dropped = clipping.clip_factors(norms, mask, clip_norm)
+
+    summed = {}
+    for site in sites:
+      sums = _site_clipped_sums(site, inputs[site.path], out_grads[site.path],
+                                factors, _subtree(params, site.path))
+      summed.update({site.path + (k,): v for k, v in sums.items()})
+    if rest:
+      summed.update(clipping.weighted_sum(rest_grads, factors))
+    grad_sum = traverse_util.unflatten_dict(summed)
+    if not isinstance(params, dict):
+      grad_sum = type(params)(grad_sum)
+    stats = clipping.ClippingStats(norms=jnp.where(mask, norms, 0.0),
+                                   losses=jnp.where(mask, losses, 0.0),
+                                   dropped=dropped)
+    return grad_sum, stats
+
+  return chunk

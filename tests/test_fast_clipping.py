@@ -1,0 +1,168 @@
+"""The fast clipping path equals the vmap reference, layer by layer."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdp import clipping
+from jaxdp import fast_clipping
+from jaxdp.models import MLP
+from jaxdp.models import TanhCNN
+from jaxdp.models.transformer import TransformerLM
+from jaxdp.models.transformer import next_token_loss
+
+
+class DenseOnSequences(nn.Module):
+  width: int
+
+  @nn.compact
+  def __call__(self, x):  # [n, T, d] -> [n]
+    h = jnp.tanh(nn.Dense(self.width)(x))
+    return jnp.mean(nn.Dense(3)(h), axis=(1, 2))
+
+
+class EmbedThenNorms(nn.Module):
+
+  @nn.compact
+  def __call__(self, ids):  # [n, T] -> [n]
+    x = nn.Embed(11, 6)(ids)
+    x = nn.LayerNorm()(x)
+    x = nn.RMSNorm()(jnp.tanh(nn.Dense(6)(x)))
+    return jnp.sum(jnp.sin(x), axis=(1, 2))
+
+
+class GroupNormConv(nn.Module):
+
+  @nn.compact
+  def __call__(self, x):  # [n, H, W, C] -> [n]
+    x = nn.Conv(8, (3, 3))(x)
+    x = nn.GroupNorm(num_groups=4)(x)
+    return jnp.sum(jnp.tanh(nn.Dense(2)(jnp.reshape(x, (x.shape[0], -1)))),
+                   axis=1)
+
+
+class SharedDense(nn.Module):
+
+  @nn.compact
+  def __call__(self, x):
+    dense = nn.Dense(x.shape[-1])
+    return jnp.sum(jnp.tanh(dense(jnp.tanh(dense(x)))), axis=-1)
+
+
+class TiedEmbedding(nn.Module):
+
+  @nn.compact
+  def __call__(self, ids):
+    embed = nn.Embed(9, 5)
+    logits = embed.attend(jnp.tanh(embed(ids)))
+    return jnp.mean(nn.logsumexp(logits, axis=-1), axis=-1)
+
+
+def _scalar_model_loss(model):
+  return lambda params, x: model.apply({'params': params}, x)
+
+
+def _case(name):
+  key = jax.random.key(0)
+  kx, kp = jax.random.split(key)
+  if name == 'mlp':
+    model = MLP((16,), 4)
+    x = jax.random.normal(kx, (6, 10))
+    y = jax.random.randint(kx, (6,), 0, 4)
+    params = model.init(kp, x)['params']
+    def loss(p, batch):
+      logits = model.apply({'params': p}, batch[0])
+      return -jnp.take_along_axis(jax.nn.log_softmax(logits),
+                                  batch[1][:, None], 1)[:, 0]
+    return loss, params, (x, y), {('Dense_0',), ('Dense_1',)}
+  if name in ('dense_gram', 'dense_materialised'):
+    # Gram when 2T² < d·p: T=3, d=p=8. Materialised: T=12, d=4, p=2.
+    t, d, width = (3, 8, 8) if name == 'dense_gram' else (12, 4, 2)
+    model = DenseOnSequences(width)
+    x = jax.random.normal(kx, (5, t, d))
+    sites = {('Dense_0',), ('Dense_1',)}
+  elif name == 'embed_norms':
+    model = EmbedThenNorms()
+    x = jax.random.randint(kx, (5, 7), 0, 4)  # Few ids: many repeats.
+    sites = {('Embed_0',), ('LayerNorm_0',), ('RMSNorm_0',), ('Dense_0',)}
+  elif name == 'groupnorm_conv':
+    model = GroupNormConv()
+    x = jax.random.normal(kx, (4, 5, 5, 2))
+    sites = {('GroupNorm_0',), ('Dense_0',)}  # The conv falls back to vmap.
+  elif name == 'shared_dense':
+    model = SharedDense()
+    x = jax.random.normal(kx, (4, 3))
+    sites = set()  # Called twice: left to vmap.
+  elif name == 'tied_embedding':
+    model = TiedEmbedding()
+    x = jax.random.randint(kx, (4, 6), 0, 9)
+    sites = set()  # Also used through attend: left to vmap.
+  elif name == 'tanh_cnn':
+    model = TanhCNN(10)
+    x = jax.random.normal(kx, (3, 28, 28, 1))
+    params = model.init(kp, x)['params']
+    loss = lambda p, xs: jnp.sum(model.apply({'params': p}, xs) ** 2, -1)
+    return loss, params, x, {('Dense_0',), ('Dense_1',)}
+  elif name == 'transformer':
+    model = TransformerLM(vocab_size=13, max_length=9, width=16, depth=2,
+                          num_heads=2)
+    x = jax.random.randint(kx, (4, 9), 0, 13)
+    params = model.init(kp, x[:, :-1])['params']
+    return next_token_loss(model.apply), params, x, None
+  params = model.init(kp, x)['params']
+  return _scalar_model_loss(model), params, x, sites
+
+
+CASES = ['mlp', 'dense_gram', 'dense_materialised', 'embed_norms',
+         'groupnorm_conv', 'shared_dense', 'tied_embedding', 'tanh_cnn',
+         'transformer']
+
+
+def _flat(tree):
+  return np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(tree)])
+
+
+@pytest.mark.parametrize('name', CASES)
+def test_fast_path_matches_vmap_reference(name):
+  loss, params, batch, expected_sites = _case(name)
+  n = jax.tree_util.tree_leaves(batch)[0].shape[0]
+  mask = jnp.arange(n) < n - 1  # The last slot is padding.
+  _, unclipped = clipping.vmap_clipped_chunk(loss, float('inf'))(
+      params, batch, mask)
+  clip = float(np.median(unclipped.norms[:-1]))  # About half get clipped.
+  reference = jax.jit(clipping.vmap_clipped_chunk(loss, clip))
+  fast = jax.jit(fast_clipping.fast_clipped_chunk(loss, clip))
+  ref_sum, ref_stats = reference(params, batch, mask)
+  fast_sum, fast_stats = fast(params, batch, mask)
+  np.testing.assert_allclose(fast_stats.norms, ref_stats.norms, rtol=2e-4,
+                             atol=1e-6)
+  assert float(jnp.max(ref_stats.norms)) > clip * 1.01  # Clips some.
+  np.testing.assert_allclose(_flat(fast_sum), _flat(ref_sum), rtol=2e-4,
+                             atol=2e-6)
+  assert (jax.tree_util.tree_structure(fast_sum) ==
+          jax.tree_util.tree_structure(params))
+  sites = {s.path for s in fast_clipping.find_sites(loss, params, batch)}
+  if expected_sites is not None:
+    assert sites == expected_sites
+  else:  # The transformer: every parameter is on the fast path.
+    covered = {s.path + (k,) for s in fast_clipping.find_sites(
+        loss, params, batch) for k in s.param_names}
+    from flax import traverse_util
+    assert covered == set(traverse_util.flatten_dict(params))
+
+
+def test_fast_path_drops_a_nonfinite_example_like_the_reference():
+  loss, params, (x, y), _ = _case('mlp')
+  x = x.at[2].set(jnp.nan)
+  mask = jnp.ones(6, bool)
+  ref_sum, ref_stats = clipping.vmap_clipped_chunk(loss, 1.0)(params, (x, y),
+                                                              mask)
+  fast_sum, fast_stats = fast_clipping.fast_clipped_chunk(loss, 1.0)(
+      params, (x, y), mask)
+  assert fast_stats.dropped.tolist() == ref_stats.dropped.tolist()
+  assert bool(fast_stats.dropped[2])
+  assert np.all(np.isfinite(_flat(fast_sum)))
+  np.testing.assert_allclose(_flat(fast_sum), _flat(ref_sum), rtol=1e-5,
+                             atol=1e-6)
