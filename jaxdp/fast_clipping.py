@@ -17,13 +17,16 @@ O(T²(d + p)) per example against O(T d p) for forming ∇W_i, so it is used whe
 Known layers (the module's own parameters, called once per forward):
 
 * `nn.Dense`: kernel and bias, inputs of any rank [n, ..., d].
+* `nn.Conv` (no feature groups, mask or input dilation; SAME, VALID or
+  explicit padding): a Dense layer on the input's patches
+  (`lax.conv_general_dilated_patches`), T = output positions.
 * `nn.Embed` (via `__call__` only): rows hit by the same token add up, so
   ‖∇E_i‖² = Σ_{t,s} [id_t = id_s] g_it·g_is; the sum scatters c ∘ g.
 * `nn.LayerNorm`, `nn.RMSNorm`, `nn.GroupNorm` with features on the last axis:
   ∇scale_i = Σ_t x̂_it ∘ g_it and ∇bias_i = Σ_t g_it, with x̂ the layer's own
   normalised input (recomputed by the same module without scale and bias).
 
-Every other parameter (convolutions, custom layers, a module called twice, a
+Every other parameter (grouped or masked convolutions, custom layers, a module called twice, a
 tied embedding used through `attend`) gets exact per-example gradients from
 `jax.vmap`, only for those parameters. The result equals the `vmap` reference
 up to floating-point rounding; tests check this layer by layer and model by
@@ -37,7 +40,7 @@ output gradient g. Model code needs no change.
 """
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 from flax import traverse_util
@@ -60,11 +63,37 @@ class Site:
   out_shape: tuple[int, ...]
   out_dtype: Any
   normalizer: Optional[nn.Module] = None  # For norms: same layer, no affine.
+  unfold: Optional[Callable] = None  # For convs: input -> patches [n, ..., d].
+
+
+def _conv_unfold(conv: nn.Conv) -> Optional[Callable]:
+  """x -> the patches a Conv multiplies by its kernel, or None if unusual."""
+  nd = len(conv.kernel_size)
+  as_tuple = lambda v: (v,) * nd if isinstance(v, int) else tuple(v or (1,) * nd)
+  padding = conv.padding
+  if isinstance(padding, str):
+    if padding not in ('SAME', 'VALID'):
+      return None
+  elif isinstance(padding, int):
+    padding = [(padding, padding)] * nd
+  else:
+    padding = [(p, p) if isinstance(p, int) else tuple(p) for p in padding]
+  if (conv.feature_group_count != 1 or conv.mask is not None or
+      any(d != 1 for d in as_tuple(conv.input_dilation))):
+    return None
+  spatial = ''.join('HWDXYZ'[i] for i in range(nd))
+  numbers = ('N' + spatial + 'C', spatial + 'IO', 'N' + spatial + 'C')
+  return lambda x: jax.lax.conv_general_dilated_patches(
+      x, tuple(conv.kernel_size), as_tuple(conv.strides), padding,
+      rhs_dilation=as_tuple(conv.kernel_dilation),
+      dimension_numbers=numbers)
 
 
 def _kind(module: nn.Module) -> Optional[str]:
   if type(module) is nn.Dense:  # pylint: disable=unidiomatic-typecheck
     return 'dense'
+  if type(module) is nn.Conv:  # pylint: disable=unidiomatic-typecheck
+    return 'conv' if _conv_unfold(module) is not None else None
   if type(module) is nn.Embed:  # pylint: disable=unidiomatic-typecheck
     return 'embed'
   if type(module) in _NORMS and getattr(module, 'feature_axes', -1) in (
@@ -95,6 +124,13 @@ def _params_fit(kind, leaves, in_shape, out_shape, in_dtype) -> bool:
     kernel = leaves.get('kernel')
     return (names <= {'kernel', 'bias'} and kernel is not None and
             kernel.shape == (in_shape[-1], out_shape[-1]) and
+            ('bias' not in leaves or
+             leaves['bias'].shape == (out_shape[-1],)))
+  if kind == 'conv':
+    kernel = leaves.get('kernel')
+    return (names <= {'kernel', 'bias'} and kernel is not None and
+            len(in_shape) == len(out_shape) == kernel.ndim and
+            kernel.shape[-2:] == (in_shape[-1], out_shape[-1]) and
             ('bias' not in leaves or
              leaves['bias'].shape == (out_shape[-1],)))
   if kind == 'embed':
@@ -151,7 +187,9 @@ def find_sites(batch_loss, params, batch) -> list[Site]:
         path=path, kind=call['kind'], param_names=tuple(sorted(leaves)),
         out_shape=call['out_shape'], out_dtype=call['out_dtype'],
         normalizer=(_normalizer(call['module']) if call['kind'] == 'norm'
-                    else None)))
+                    else None),
+        unfold=(_conv_unfold(call['module']) if call['kind'] == 'conv'
+                else None)))
   return sites
 
 
@@ -160,13 +198,19 @@ def _as_sequences(x, n):
   return jnp.reshape(x, (n, -1, x.shape[-1]))
 
 
+def _layer_inputs(site: Site, inputs) -> jax.Array:
+  """What the layer's kernel multiplies: the input, or a conv's patches."""
+  x = inputs.astype(jnp.float32)
+  return site.unfold(x) if site.kind == 'conv' else x
+
+
 def _site_squared_norms(site: Site, inputs, out_grads, leaves) -> jax.Array:
   """Squared norm of each example's gradient for one layer's params -> [n]."""
   n = out_grads.shape[0]
   g = _as_sequences(out_grads.astype(jnp.float32), n)
   bias_sq = jnp.sum(jnp.sum(g, axis=1) ** 2, -1) if 'bias' in leaves else 0.0
-  if site.kind == 'dense':
-    a = _as_sequences(inputs.astype(jnp.float32), n)
+  if site.kind in ('dense', 'conv'):
+    a = _as_sequences(_layer_inputs(site, inputs), n)
     t, d, p = a.shape[1], a.shape[2], g.shape[2]
     if t == 1:
       sq = jnp.sum(a[:, 0] ** 2, -1) * jnp.sum(g[:, 0] ** 2, -1)
@@ -199,9 +243,14 @@ def _site_clipped_sums(site: Site, inputs, out_grads, factors,
   sums = {}
   if 'bias' in leaves:
     sums['bias'] = jnp.sum(weighted_g, axis=(0, 1))
-  if site.kind == 'dense':
-    a = clipping.rows_where(keep, _as_sequences(inputs.astype(jnp.float32), n))
-    sums['kernel'] = jnp.einsum('ntd,ntp->dp', a, weighted_g)
+  if site.kind in ('dense', 'conv'):
+    a = clipping.rows_where(keep, _as_sequences(_layer_inputs(site, inputs), n))
+    kernel = jnp.einsum('ntd,ntp->dp', a, weighted_g)
+    if site.kind == 'conv':  # Patch features are ordered (in, *window).
+      shape = leaves['kernel'].shape
+      kernel = jnp.reshape(kernel, (shape[-2],) + shape[:-2] + (shape[-1],))
+      kernel = jnp.moveaxis(kernel, 0, -2)
+    sums['kernel'] = kernel
   elif site.kind == 'embed':
     ids = jnp.reshape(inputs, (-1,))
     sums['embedding'] = jnp.zeros(leaves['embedding'].shape, jnp.float32).at[

@@ -43,6 +43,19 @@ class GroupNormConv(nn.Module):
                    axis=1)
 
 
+class Convs(nn.Module):
+  """Strides, dilation, explicit padding, and a grouped conv (vmap)."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = jnp.tanh(nn.Conv(4, (3, 2), strides=(2, 1), padding='SAME')(x))
+    x = jnp.tanh(nn.Conv(4, (2, 2), kernel_dilation=2, padding='VALID')(x))
+    x = jnp.tanh(nn.Conv(6, (3, 3), padding=((1, 2), (0, 1)),
+                         use_bias=False)(x))
+    x = nn.Conv(6, (1, 1), feature_group_count=2)(x)
+    return jnp.sum(x ** 2, axis=(1, 2, 3))
+
+
 class SharedDense(nn.Module):
 
   @nn.compact
@@ -90,7 +103,7 @@ def _case(name):
   elif name == 'groupnorm_conv':
     model = GroupNormConv()
     x = jax.random.normal(kx, (4, 5, 5, 2))
-    sites = {('GroupNorm_0',), ('Dense_0',)}  # The conv falls back to vmap.
+    sites = {('Conv_0',), ('GroupNorm_0',), ('Dense_0',)}
   elif name == 'shared_dense':
     model = SharedDense()
     x = jax.random.normal(kx, (4, 3))
@@ -104,7 +117,11 @@ def _case(name):
     x = jax.random.normal(kx, (3, 28, 28, 1))
     params = model.init(kp, x)['params']
     loss = lambda p, xs: jnp.sum(model.apply({'params': p}, xs) ** 2, -1)
-    return loss, params, x, {('Dense_0',), ('Dense_1',)}
+    return loss, params, x, None
+  elif name == 'convs':
+    model = Convs()
+    x = jax.random.normal(kx, (3, 9, 8, 2))
+    sites = {('Conv_0',), ('Conv_1',), ('Conv_2',)}  # Conv_3 is grouped.
   elif name == 'transformer':
     model = TransformerLM(vocab_size=13, max_length=9, width=16, depth=2,
                           num_heads=2)
@@ -116,7 +133,7 @@ def _case(name):
 
 
 CASES = ['mlp', 'dense_gram', 'dense_materialised', 'embed_norms',
-         'groupnorm_conv', 'shared_dense', 'tied_embedding', 'tanh_cnn',
+         'groupnorm_conv', 'convs', 'shared_dense', 'tied_embedding', 'tanh_cnn',
          'transformer']
 
 
@@ -131,14 +148,14 @@ def test_fast_path_matches_vmap_reference(name):
   mask = jnp.arange(n) < n - 1  # The last slot is padding.
   _, unclipped = clipping.vmap_clipped_chunk(loss, float('inf'))(
       params, batch, mask)
-  clip = float(np.median(unclipped.norms[:-1]))  # About half get clipped.
+  clip = 0.99 * float(np.max(unclipped.norms))  # The largest gets clipped.
   reference = jax.jit(clipping.vmap_clipped_chunk(loss, clip))
   fast = jax.jit(fast_clipping.fast_clipped_chunk(loss, clip))
   ref_sum, ref_stats = reference(params, batch, mask)
   fast_sum, fast_stats = fast(params, batch, mask)
   np.testing.assert_allclose(fast_stats.norms, ref_stats.norms, rtol=2e-4,
                              atol=1e-6)
-  assert float(jnp.max(ref_stats.norms)) > clip * 1.01  # Clips some.
+  assert float(jnp.max(ref_stats.norms)) > clip
   np.testing.assert_allclose(_flat(fast_sum), _flat(ref_sum), rtol=2e-4,
                              atol=2e-6)
   assert (jax.tree_util.tree_structure(fast_sum) ==
@@ -146,7 +163,7 @@ def test_fast_path_matches_vmap_reference(name):
   sites = {s.path for s in fast_clipping.find_sites(loss, params, batch)}
   if expected_sites is not None:
     assert sites == expected_sites
-  else:  # The transformer: every parameter is on the fast path.
+  else:  # Every parameter is on the fast path.
     covered = {s.path + (k,) for s in fast_clipping.find_sites(
         loss, params, batch) for k in s.param_names}
     from flax import traverse_util
