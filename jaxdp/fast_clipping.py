@@ -44,6 +44,7 @@ from typing import Any, Callable, Optional
 
 import flax.linen as nn
 from flax import traverse_util
+from flax.core import tracers
 import jax
 import jax.numpy as jnp
 
@@ -148,6 +149,7 @@ def find_sites(batch_loss, params, batch) -> list[Site]:
   """The layers of `batch_loss`'s model that the fast path can handle."""
   n = jax.tree_util.tree_leaves(batch)[0].shape[0]
   calls: dict[tuple[str, ...], list] = {}
+  outer = []  # The trace the loss runs in; layers under nn.remat etc. differ.
 
   def spy(next_fun, args, kwargs, context):
     out = next_fun(*args, **kwargs)
@@ -157,6 +159,7 @@ def find_sites(batch_loss, params, batch) -> list[Site]:
       x = args[0] if args else None
       calls.setdefault(path, []).append(dict(
           kind=kind, method=context.method_name, module=context.module,
+          nested=tracers.current_trace() != outer[0],
           in_shape=tuple(getattr(x, 'shape', ())),
           in_dtype=getattr(x, 'dtype', None),
           out_shape=tuple(getattr(out, 'shape', ())),
@@ -167,13 +170,17 @@ def find_sites(batch_loss, params, batch) -> list[Site]:
       lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), t)
   with nn.intercept_methods(spy):
     # A fresh function each time: a cached trace would skip the interceptor.
-    jax.eval_shape(lambda p, b: batch_loss(p, b), abstract(params),
-                   abstract(batch))
+    def run(p, b):
+      outer.append(tracers.current_trace())
+      return batch_loss(p, b)
+    jax.eval_shape(run, abstract(params), abstract(batch))
 
   sites = []
   for path, seen in calls.items():
     if len(seen) != 1 or seen[0]['method'] != '__call__':
       continue  # Shared or tied parameters: leave them to vmap.
+    if seen[0]['nested']:
+      continue  # Inside a lifted transform: its values cannot leave it.
     call = seen[0]
     leaves = _subtree(params, path)
     if leaves is None or any(hasattr(v, 'keys') for v in leaves.values()):

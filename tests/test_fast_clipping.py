@@ -56,6 +56,21 @@ class Convs(nn.Module):
     return jnp.sum(x ** 2, axis=(1, 2, 3))
 
 
+class Inner(nn.Module):
+
+  @nn.compact
+  def __call__(self, x):
+    return jnp.tanh(nn.Dense(5)(x))
+
+
+class Rematerialised(nn.Module):
+  """A layer inside nn.remat: its parameters fall back to vmap."""
+
+  @nn.compact
+  def __call__(self, x):
+    return jnp.sum(nn.Dense(2)(nn.remat(Inner)()(x)) ** 2, -1)
+
+
 class SharedDense(nn.Module):
 
   @nn.compact
@@ -108,6 +123,10 @@ def _case(name):
     model = SharedDense()
     x = jax.random.normal(kx, (4, 3))
     sites = set()  # Called twice: left to vmap.
+  elif name == 'remat':
+    model = Rematerialised()
+    x = jax.random.normal(kx, (4, 5))
+    sites = {('Dense_0',)}  # The Dense inside nn.remat is left to vmap.
   elif name == 'tied_embedding':
     model = TiedEmbedding()
     x = jax.random.randint(kx, (4, 6), 0, 9)
@@ -133,7 +152,7 @@ def _case(name):
 
 
 CASES = ['mlp', 'dense_gram', 'dense_materialised', 'embed_norms',
-         'groupnorm_conv', 'convs', 'shared_dense', 'tied_embedding', 'tanh_cnn',
+         'groupnorm_conv', 'convs', 'remat', 'shared_dense', 'tied_embedding', 'tanh_cnn',
          'transformer']
 
 

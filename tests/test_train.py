@@ -42,6 +42,7 @@ def test_performance_settings_do_not_change_the_trained_model(small_config,
                                  log=_QUIET)
   small_config.perf.microbatch_size = 16
   small_config.perf.batch_overflow_probability = 0.3
+  small_config.perf.clipping = 'vmap'
   other = train_and_evaluate(small_config, str(tmp_path / 'b'), log=_QUIET)
   assert other['epsilon'] == reference['epsilon']
   assert other['test_loss'] == pytest.approx(reference['test_loss'],
