@@ -28,6 +28,7 @@ import ml_collections
 import optax
 
 from jaxdp import models
+from jaxdp.models import lora
 from jaxdp import steps
 from jaxdp.mechanism import build_mechanism
 from jaxdp.models.transformer import next_token_loss
@@ -35,7 +36,7 @@ from jaxdp.train_state import TrainState
 
 METHODS = ('nonprivate', 'vmap', 'vmap_microbatched', 'fast',
            'fast_noise_free')
-MODELS = ('mlp', 'cnn', 'transformer')
+MODELS = ('mlp', 'cnn', 'transformer', 'lora')
 
 
 @dataclasses.dataclass
@@ -62,14 +63,20 @@ def make_problem(name: str, batch_size: int, seed: int = 0) -> Problem:
     params = model.init(kp, images[:1])['params']
     return Problem(name, description, params, (images, labels),
                    steps.classification_loss(model.apply))
-  if name == 'transformer':
+  if name in ('transformer', 'lora'):
+    rank = 4 if name == 'lora' else 0
     model = models.TransformerLM(vocab_size=64, max_length=32, width=32,
-                                 depth=2, num_heads=4)
+                                 depth=2, num_heads=4, lora_rank=rank)
     tokens = jax.random.randint(kx, (batch_size, 33), 0, 64)
     params = model.init(kp, tokens[:1, :-1])['params']
-    return Problem(name, 'causal transformer LM, 2 blocks, width 32, '
-                   '32 tokens, vocab 64', params, tokens,
-                   next_token_loss(model.apply))
+    description = ('causal transformer LM, 2 blocks, width 32, 32 tokens, '
+                   'vocab 64')
+    loss = next_token_loss(model.apply)
+    if name == 'lora':  # Train the rank-4 adapters only; the rest is frozen.
+      frozen, params = lora.split_adapters(params)
+      loss = lora.with_frozen(loss, frozen)
+      description += ', LoRA rank 4 on every projection (adapters trained)'
+    return Problem(name, description, params, tokens, loss)
   raise ValueError(f'unknown benchmark model {name!r}; use one of {MODELS}')
 
 

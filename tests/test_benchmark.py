@@ -9,6 +9,7 @@ from jaxdp import benchmark
     ('mlp', benchmark.METHODS),
     ('cnn', ('nonprivate', 'fast')),
     ('transformer', ('nonprivate', 'fast')),
+    ('lora', ('nonprivate', 'fast')),
 ])
 def test_benchmark_reports_every_method(model, methods):
   results = benchmark.run([model], methods, batch_size=4, timed_steps=1,

@@ -10,6 +10,7 @@ from jaxdp import clipping
 from jaxdp import fast_clipping
 from jaxdp.models import MLP
 from jaxdp.models import TanhCNN
+from jaxdp.models import lora
 from jaxdp.models.transformer import TransformerLM
 from jaxdp.models.transformer import next_token_loss
 
@@ -141,19 +142,26 @@ def _case(name):
     model = Convs()
     x = jax.random.normal(kx, (3, 9, 8, 2))
     sites = {('Conv_0',), ('Conv_1',), ('Conv_2',)}  # Conv_3 is grouped.
-  elif name == 'transformer':
+  elif name in ('transformer', 'lora'):
     model = TransformerLM(vocab_size=13, max_length=9, width=16, depth=2,
-                          num_heads=2)
+                          num_heads=2, lora_rank=2 if name == 'lora' else 0)
     x = jax.random.randint(kx, (4, 9), 0, 13)
     params = model.init(kp, x[:, :-1])['params']
-    return next_token_loss(model.apply), params, x, None
+    loss = next_token_loss(model.apply)
+    if name == 'lora':
+      frozen, params = lora.split_adapters(params)
+      # B starts at 0; perturb it so both adapter gradients are non-trivial.
+      params = jax.tree_util.tree_map(
+          lambda p: p + 0.1 * jax.random.normal(kp, p.shape), params)
+      loss = lora.with_frozen(loss, frozen)
+    return loss, params, x, None
   params = model.init(kp, x)['params']
   return _scalar_model_loss(model), params, x, sites
 
 
 CASES = ['mlp', 'dense_gram', 'dense_materialised', 'embed_norms',
          'groupnorm_conv', 'convs', 'remat', 'shared_dense', 'tied_embedding', 'tanh_cnn',
-         'transformer']
+         'transformer', 'lora']
 
 
 def _flat(tree):

@@ -64,3 +64,31 @@ def test_batchnorm_is_refused_with_the_reason_and_the_fix():
 def test_groupnorm_is_accepted():
   models.check_no_example_mixing(_WithGroupNorm(), jnp.zeros((1, 4, 4, 1)))
   models.check_no_example_mixing(models.TanhCNN(10), jnp.zeros((1, 28, 28, 1)))
+
+
+def test_lora_starts_at_the_base_model_and_trains_only_adapters():
+  from jaxdp.models import lora
+  from jaxdp.models.transformer import TransformerLM
+  from jaxdp.models.transformer import next_token_loss
+  tokens = jax.random.randint(jax.random.key(0), (2, 7), 0, 11)
+  base = TransformerLM(11, 6, width=8, depth=1, num_heads=2)
+  adapted = TransformerLM(11, 6, width=8, depth=1, num_heads=2, lora_rank=2)
+  params = adapted.init(jax.random.key(1), tokens[:, :-1])['params']
+  frozen, adapters = lora.split_adapters(params)
+  from flax import traverse_util
+  layer_names = {path[-2] for path in traverse_util.flatten_dict(adapters)}
+  assert layer_names == set(lora.ADAPTER_NAMES)
+  # B = 0 at init: the adapted model computes exactly the base model.
+  def strip(tree):  # LoRADense keeps its base layer under 'base'.
+    if not hasattr(tree, 'keys'):
+      return tree
+    if set(tree) == {'base'}:
+      return strip(tree['base'])
+    return {k: strip(v) for k, v in tree.items()}
+  base_out = base.apply({'params': strip(frozen)}, tokens[:, :-1])
+  adapted_out = adapted.apply({'params': params}, tokens[:, :-1])
+  assert jnp.allclose(base_out, adapted_out, atol=1e-6)
+  loss = lora.with_frozen(next_token_loss(adapted.apply), frozen)
+  grads = jax.grad(lambda a: jnp.sum(loss(a, tokens)))(adapters)
+  assert (jax.tree_util.tree_structure(grads) ==
+          jax.tree_util.tree_structure(adapters))
