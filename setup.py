@@ -22,6 +22,11 @@ setuptools.setup(
     python_requires='>=3.11',
     packages=setuptools.find_packages(include=['jaxdp', 'jaxdp.*']),
     install_requires=_requirements(),
-    extras_require={'test': ['pytest==9.0.3']},
+    extras_require={
+        'test': ['pytest==9.0.3'],
+        # Side-by-side rows in experiments.benchmark. On a CPU-only machine,
+        # install PyTorch's CPU build first: the default wheel is CUDA.
+        'compare': ['jax-privacy==2.0.0', 'opacus==1.6.0', 'torch==2.13.0'],
+    },
     license='Apache-2.0',
 )

@@ -25,6 +25,9 @@ _STEPS = flags.DEFINE_integer('steps', 20, 'Timed steps per method (≥ 20 '
                               'for reported figures).')
 _MICROBATCH = flags.DEFINE_integer('microbatch_size', 32,
                                    'Microbatch of vmap_microbatched.')
+_COMPARE = flags.DEFINE_bool('compare', True,
+                             'Also time jax_privacy and Opacus where '
+                             'installed (pip install -e .[compare]).')
 
 
 def main(argv):
@@ -42,11 +45,11 @@ def main(argv):
         f'{device.platform} ({device.device_kind}), {jax.device_count()} '
         f'device(s) | jax {jax.__version__}', flush=True)
   results = benchmark.run(_MODELS.value, _METHODS.value, _BATCH.value,
-                          _STEPS.value, _MICROBATCH.value,
+                          _STEPS.value, _MICROBATCH.value, _COMPARE.value,
                           log=lambda line: print(line, flush=True))
   print(benchmark.table(results))
-  print('Not measured here: wrn16_4 and lora (models not in jaxdp yet); '
-        'jax_privacy and Opacus side by side (not wired up yet).')
+  print('Not measured here: wrn16_4 (no WideResNet in jaxdp yet); Opacus '
+        'on the transformer and LoRA (no PyTorch twin of those models).')
   print(json.dumps(results))
 
 

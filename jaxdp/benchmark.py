@@ -5,7 +5,7 @@ update) on the same model, batch and machine. Methods alternate round by round
 so that load on a shared machine affects them alike; the median of the timed
 steps is reported. Memory is XLA's own account of the compiled step (argument,
 output and temporary buffers), the peak it plans for, not a measurement of the
-process.
+process. Opacus rows have no XLA plan, so no memory figure.
 
 Methods:
   nonprivate        jax.grad of the mean loss, then SGD.
@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from jaxdp import benchmark_compare
 from jaxdp import models
 from jaxdp.models import lora
 from jaxdp import steps
@@ -121,11 +122,52 @@ def _memory_mb(step, state, batch) -> float:
   return total / 2**20
 
 
+def _jax_runner(step, tx, problem, batch):
+  """(run one step, XLA peak MB, compile seconds) for a jitted step."""
+  params = jax.tree_util.tree_map(jnp.array, problem.params)
+  holder = [TrainState(step=jnp.zeros([], jnp.int32), params=params,
+                       opt_state=tx.init(params))]
+  memory = _memory_mb(step, holder[0], batch)
+
+  def run_step():
+    holder[0], _ = step(holder[0], batch)
+    jax.block_until_ready(holder[0])
+
+  start = time.perf_counter()
+  run_step()  # Compiles.
+  return run_step, memory, time.perf_counter() - start
+
+
+def _compare_runner(method, problem, batch_size):
+  """The same triple for another library's step, or None if not runnable."""
+  if method == 'jax_privacy':
+    run_step = benchmark_compare.jax_privacy_step(problem, batch_size)
+  else:
+    run_step = benchmark_compare.opacus_step(
+        problem, batch_size, 'ghost' if method == 'opacus_ghost' else 'hooks')
+    if run_step is None:
+      return None
+  start = time.perf_counter()
+  run_step()  # Compiles (JAX) or warms up (PyTorch).
+  return run_step, float('nan'), time.perf_counter() - start
+
+
 def run(model_names=MODELS, methods=METHODS, batch_size: int = 256,
         timed_steps: int = 20, microbatch_size: int = 32,
-        log: Callable[[str], None] = print) -> dict:
-  """Times every method on every model; returns {model: {method: stats}}."""
+        compare: bool = False, log: Callable[[str], None] = print) -> dict:
+  """Times every method on every model; returns {model: {method: stats}}.
+
+  With `compare`, also jax_privacy and Opacus where they are installed (see
+  `jaxdp.benchmark_compare`); methods that cannot run are left out and said.
+  """
   results = {}
+  extra = []
+  if compare:
+    found = benchmark_compare.available()
+    extra = [m for m in benchmark_compare.COMPARE_METHODS if found[m]]
+    missing = [m for m in benchmark_compare.COMPARE_METHODS if not found[m]]
+    if missing:
+      log(f'skipped (not installed; pip install -e .[compare]): {missing}')
   for name in model_names:
     problem = make_problem(name, batch_size)
     batch = {'inputs': problem.inputs, 'mask': jnp.ones(batch_size, bool)}
@@ -133,26 +175,24 @@ def run(model_names=MODELS, methods=METHODS, batch_size: int = 256,
     log(f'{name}: {problem.description}, {num_params:,} parameters, '
         f'batch {batch_size}')
     runners = {}
-    for method in methods:
-      step, tx = (_nonprivate_step(problem) if method == 'nonprivate' else
-                  _dp_step(problem, method, batch_size, microbatch_size))
-      params = jax.tree_util.tree_map(jnp.array, problem.params)
-      state = TrainState(step=jnp.zeros([], jnp.int32), params=params,
-                         opt_state=tx.init(params))
-      memory = _memory_mb(step, state, batch)
-      start = time.perf_counter()
-      state, _ = step(state, batch)  # Compiles.
-      jax.block_until_ready(state)
-      compile_s = time.perf_counter() - start
-      state, _ = step(state, batch)  # One untimed warm-up step.
-      jax.block_until_ready(state)
-      runners[method] = {'step': step, 'state': state, 'times': [],
-                         'memory': memory, 'compile_s': compile_s}
+    for method in list(methods) + extra:
+      if method in METHODS:
+        step, tx = (_nonprivate_step(problem) if method == 'nonprivate' else
+                    _dp_step(problem, method, batch_size, microbatch_size))
+        runner = _jax_runner(step, tx, problem, batch)
+      else:
+        runner = _compare_runner(method, problem, batch_size)
+        if runner is None:
+          log(f'  {method}: no equivalent model, skipped')
+          continue
+      run_step, memory, compile_s = runner
+      run_step()  # One untimed warm-up step.
+      runners[method] = {'run': run_step, 'times': [], 'memory': memory,
+                         'compile_s': compile_s}
     for _ in range(timed_steps):  # Round-robin: alternate the methods.
-      for method, r in runners.items():
+      for r in runners.values():
         start = time.perf_counter()
-        r['state'], _ = r['step'](r['state'], batch)
-        jax.block_until_ready(r['state'])
+        r['run']()
         r['times'].append(time.perf_counter() - start)
     base = runners.get('nonprivate')
     base_ms = 1e3 * statistics.median(base['times']) if base else None
@@ -160,12 +200,14 @@ def run(model_names=MODELS, methods=METHODS, batch_size: int = 256,
     results[name] = {}
     for method, r in runners.items():
       ms = 1e3 * statistics.median(r['times'])
+      known_memory = r['memory'] == r['memory']  # Not NaN.
       results[name][method] = {
           'median_ms': round(ms, 3),
           'ratio_to_nonprivate': round(ms / base_ms, 3) if base_ms else None,
-          'peak_memory_mb': round(r['memory'], 3),
-          'memory_ratio_to_nonprivate': (round(r['memory'] / base_mb, 3)
-                                         if base_mb else None),
+          'peak_memory_mb': round(r['memory'], 3) if known_memory else None,
+          'memory_ratio_to_nonprivate': (
+              round(r['memory'] / base_mb, 3)
+              if base_mb and known_memory else None),
           'compile_s': round(r['compile_s'], 3),
           'examples_per_s': round(batch_size / (ms / 1e3), 1),
       }
@@ -183,7 +225,9 @@ def table(results: dict) -> str:
           f"{r['ratio_to_nonprivate']:.2f}")
       mem_ratio = '' if r['memory_ratio_to_nonprivate'] is None else (
           f"{r['memory_ratio_to_nonprivate']:.2f}")
+      memory = ('–' if r['peak_memory_mb'] is None else
+                f"{r['peak_memory_mb']:.1f}")
       lines.append(f"| {model} | {method} | {r['median_ms']:.1f} | {ratio} | "
-                   f"{r['examples_per_s']:.0f} | {r['peak_memory_mb']:.1f} | "
+                   f"{r['examples_per_s']:.0f} | {memory} | "
                    f'{mem_ratio} | {r["compile_s"]:.1f} |')
   return '\n'.join(lines)

@@ -20,3 +20,17 @@ def test_benchmark_reports_every_method(model, methods):
   for stats in by_method.values():
     assert stats['median_ms'] > 0 and stats['peak_memory_mb'] > 0
   assert '| fast |' in benchmark.table(results)
+
+
+def test_comparison_rows_appear_where_the_libraries_are_installed():
+  from jaxdp import benchmark_compare
+  found = benchmark_compare.available()
+  if not any(found.values()):
+    pytest.skip('pip install -e .[compare] to time jax_privacy and Opacus')
+  lines = []
+  results = benchmark.run(['cnn'], ['nonprivate'], batch_size=4,
+                          timed_steps=1, compare=True, log=lines.append)
+  expected = {m for m, ok in found.items() if ok} | {'nonprivate'}
+  assert set(results['cnn']) == expected
+  for method in expected - {'nonprivate'}:
+    assert results['cnn'][method]['median_ms'] > 0

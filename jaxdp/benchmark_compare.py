@@ -1,0 +1,113 @@
+"""Other DP libraries' steps on the benchmark's models, for side-by-side rows.
+
+Optional: needs `pip install -e .[compare]` (jax-privacy, Opacus, PyTorch).
+Each function returns a zero-argument callable that runs one full training
+step (clipped gradients, noise, SGD update) and returns when it is done.
+
+* `jax_privacy`: jax_privacy 2.0's `clipped_grad` (per-example gradients
+  by vmap), then the same noise and SGD as jaxdp, jitted.
+* `opacus_hooks`, `opacus_ghost`: Opacus 1.6 on the equivalent PyTorch model,
+  per-sample gradients from hooks, or ghost clipping (two backward passes).
+  Only the MLP and the CNN have PyTorch twins here.
+"""
+
+import importlib.util
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxdp import noise
+from jaxdp.train_state import TrainState
+
+COMPARE_METHODS = ('jax_privacy', 'opacus_hooks', 'opacus_ghost')
+
+
+def available() -> dict:
+  """Which comparison libraries can be imported here."""
+  found = lambda name: importlib.util.find_spec(name) is not None
+  return {'jax_privacy': found('jax_privacy'),
+          'opacus_hooks': found('opacus') and found('torch'),
+          'opacus_ghost': found('opacus') and found('torch')}
+
+
+def jax_privacy_step(problem, batch_size: int) -> Callable[[], None]:
+  """jax_privacy's clipped_grad + jaxdp's noise + SGD, one jitted step."""
+  from jax_privacy import clipping as jp_clipping  # Optional dependency.
+  summed_loss = lambda params, batch: jnp.sum(problem.batch_loss(params,
+                                                                   batch))
+  clipped = jp_clipping.clipped_grad(summed_loss, l2_clip_norm=1.0,
+                                     batch_argnums=1, keep_batch_dim=True)
+  tx = optax.chain(
+      noise.add_noise_and_normalize(1.0, batch_size, jax.random.key(0)),
+      optax.sgd(0.1))
+
+  def step(state, inputs):
+    grads = clipped(state.params, inputs)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    return state.replace(params=optax.apply_updates(state.params, updates),
+                         opt_state=opt_state, step=state.step + 1)
+
+  jitted = jax.jit(step, donate_argnums=0)
+  params = jax.tree_util.tree_map(jnp.array, problem.params)
+  holder = [TrainState(step=jnp.zeros([], jnp.int32), params=params,
+                       opt_state=tx.init(params))]
+
+  def run():
+    holder[0] = jitted(holder[0], problem.inputs)
+    jax.block_until_ready(holder[0])
+
+  return run
+
+
+def _torch_model(name: str):
+  import torch  # Optional dependency.
+  nn = torch.nn
+  if name == 'mlp':
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(),
+                         nn.Linear(512, 10))
+  if name == 'cnn':  # Same shapes as jaxdp.models.TanhCNN ('SAME' = pad 3).
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 8, stride=2, padding=3), nn.Tanh(),
+        nn.MaxPool2d(2, 1), nn.Conv2d(16, 32, 4, stride=2), nn.Tanh(),
+        nn.MaxPool2d(2, 1), nn.Flatten(), nn.Linear(512, 32), nn.Tanh(),
+        nn.Linear(32, 10))
+  return None
+
+
+def opacus_step(problem, batch_size: int,
+                mode: str) -> Optional[Callable[[], None]]:
+  """Opacus on the PyTorch twin of `problem`, or None if there is none."""
+  import torch  # Optional dependency.
+  from opacus import PrivacyEngine  # Optional dependency.
+  model = _torch_model(problem.name)
+  if model is None:
+    return None
+  images, labels = problem.inputs
+  x = torch.from_numpy(np.asarray(images).transpose(0, 3, 1, 2).copy())
+  y = torch.from_numpy(np.asarray(labels).astype(np.int64))
+  loader = torch.utils.data.DataLoader(
+      torch.utils.data.TensorDataset(x, y), batch_size=batch_size)
+  optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+  engine = PrivacyEngine()
+  kwargs = dict(module=model, optimizer=optimizer, data_loader=loader,
+                noise_multiplier=1.0, max_grad_norm=1.0,
+                poisson_sampling=False)
+  if mode == 'ghost':
+    model, optimizer, criterion, _ = engine.make_private(
+        criterion=torch.nn.CrossEntropyLoss(), grad_sample_mode='ghost',
+        **kwargs)
+  else:
+    model, optimizer, _ = engine.make_private(grad_sample_mode='hooks',
+                                              **kwargs)
+    criterion = torch.nn.CrossEntropyLoss()
+
+  def run():
+    optimizer.zero_grad()
+    loss = criterion(model(x), y)
+    loss.backward()
+    optimizer.step()
+
+  return run
