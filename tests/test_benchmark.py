@@ -8,7 +8,6 @@ from jaxdp import benchmark
 @pytest.mark.parametrize('model, methods', [
     ('mlp', benchmark.METHODS),
     ('cnn', ('nonprivate', 'fast')),
-    ('transformer', ('nonprivate', 'fast')),
     ('lora', ('nonprivate', 'fast')),
 ])
 def test_benchmark_reports_every_method(model, methods):

@@ -85,10 +85,10 @@ def test_lora_starts_at_the_base_model_and_trains_only_adapters():
     if set(tree) == {'base'}:
       return strip(tree['base'])
     return {k: strip(v) for k, v in tree.items()}
-  base_out = base.apply({'params': strip(frozen)}, tokens[:, :-1])
-  adapted_out = adapted.apply({'params': params}, tokens[:, :-1])
+  base_out = jax.jit(base.apply)({'params': strip(frozen)}, tokens[:, :-1])
+  adapted_out = jax.jit(adapted.apply)({'params': params}, tokens[:, :-1])
   assert jnp.allclose(base_out, adapted_out, atol=1e-6)
   loss = lora.with_frozen(next_token_loss(adapted.apply), frozen)
-  grads = jax.grad(lambda a: jnp.sum(loss(a, tokens)))(adapters)
+  grads = jax.jit(jax.grad(lambda a: jnp.sum(loss(a, tokens))))(adapters)
   assert (jax.tree_util.tree_structure(grads) ==
           jax.tree_util.tree_structure(adapters))
