@@ -138,17 +138,17 @@ def _jax_runner(step, tx, problem, batch):
   return run_step, memory, time.perf_counter() - start
 
 
-def _compare_runner(method, problem, batch_size):
+def _compare_runner(method, problem, batch, batch_size):
   """The same triple for another library's step, or None if not runnable."""
   if method == 'jax_privacy':
-    run_step = benchmark_compare.jax_privacy_step(problem, batch_size)
-  else:
-    run_step = benchmark_compare.opacus_step(
-        problem, batch_size, 'ghost' if method == 'opacus_ghost' else 'hooks')
-    if run_step is None:
-      return None
+    step, tx = benchmark_compare.jax_privacy_step(problem, batch_size)
+    return _jax_runner(step, tx, problem, batch)
+  run_step = benchmark_compare.opacus_step(
+      problem, batch_size, 'ghost' if method == 'opacus_ghost' else 'hooks')
+  if run_step is None:
+    return None
   start = time.perf_counter()
-  run_step()  # Compiles (JAX) or warms up (PyTorch).
+  run_step()  # Warms up PyTorch.
   return run_step, float('nan'), time.perf_counter() - start
 
 
@@ -181,7 +181,7 @@ def run(model_names=MODELS, methods=METHODS, batch_size: int = 256,
                     _dp_step(problem, method, batch_size, microbatch_size))
         runner = _jax_runner(step, tx, problem, batch)
       else:
-        runner = _compare_runner(method, problem, batch_size)
+        runner = _compare_runner(method, problem, batch, batch_size)
         if runner is None:
           log(f'  {method}: no equivalent model, skipped')
           continue

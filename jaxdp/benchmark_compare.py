@@ -1,8 +1,7 @@
 """Other DP libraries' steps on the benchmark's models, for side-by-side rows.
 
 Optional: needs `pip install -e .[compare]` (jax-privacy, Opacus, PyTorch).
-Each function returns a zero-argument callable that runs one full training
-step (clipped gradients, noise, SGD update) and returns when it is done.
+Each builds one full training step (clipped gradients, noise, SGD update).
 
 * `jax_privacy`: jax_privacy 2.0's `clipped_grad` (per-example gradients
   by vmap), then the same noise and SGD as jaxdp, jitted.
@@ -20,7 +19,6 @@ import numpy as np
 import optax
 
 from jaxdp import noise
-from jaxdp.train_state import TrainState
 
 COMPARE_METHODS = ('jax_privacy', 'opacus_hooks', 'opacus_ghost')
 
@@ -33,8 +31,12 @@ def available() -> dict:
           'opacus_ghost': found('opacus') and found('torch')}
 
 
-def jax_privacy_step(problem, batch_size: int) -> Callable[[], None]:
-  """jax_privacy's clipped_grad + jaxdp's noise + SGD, one jitted step."""
+def jax_privacy_step(problem, batch_size: int):
+  """(jitted step, tx): jax_privacy's clipped_grad + jaxdp's noise + SGD.
+
+  The step has the signature of jaxdp's own train step, so the benchmark times
+  and measures it the same way.
+  """
   from jax_privacy import clipping as jp_clipping  # Optional dependency.
   summed_loss = lambda params, batch: jnp.sum(problem.batch_loss(params,
                                                                    batch))
@@ -44,22 +46,13 @@ def jax_privacy_step(problem, batch_size: int) -> Callable[[], None]:
       noise.add_noise_and_normalize(1.0, batch_size, jax.random.key(0)),
       optax.sgd(0.1))
 
-  def step(state, inputs):
-    grads = clipped(state.params, inputs)
+  def step(state, batch):
+    grads = clipped(state.params, batch['inputs'])
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     return state.replace(params=optax.apply_updates(state.params, updates),
-                         opt_state=opt_state, step=state.step + 1)
+                         opt_state=opt_state, step=state.step + 1), {}
 
-  jitted = jax.jit(step, donate_argnums=0)
-  params = jax.tree_util.tree_map(jnp.array, problem.params)
-  holder = [TrainState(step=jnp.zeros([], jnp.int32), params=params,
-                       opt_state=tx.init(params))]
-
-  def run():
-    holder[0] = jitted(holder[0], problem.inputs)
-    jax.block_until_ready(holder[0])
-
-  return run
+  return jax.jit(step, donate_argnums=0), tx
 
 
 def _torch_model(name: str):
@@ -79,7 +72,10 @@ def _torch_model(name: str):
 
 def opacus_step(problem, batch_size: int,
                 mode: str) -> Optional[Callable[[], None]]:
-  """Opacus on the PyTorch twin of `problem`, or None if there is none."""
+  """A callable running one Opacus step on the PyTorch twin of `problem`.
+
+  None if there is no twin.
+  """
   import torch  # Optional dependency.
   from opacus import PrivacyEngine  # Optional dependency.
   model = _torch_model(problem.name)

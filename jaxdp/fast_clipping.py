@@ -26,8 +26,9 @@ Known layers (the module's own parameters, called once per forward):
   ∇scale_i = Σ_t x̂_it ∘ g_it and ∇bias_i = Σ_t g_it, with x̂ the layer's own
   normalised input (recomputed by the same module without scale and bias).
 
-Every other parameter (grouped or masked convolutions, custom layers, a module called twice, a
-tied embedding used through `attend`) gets exact per-example gradients from
+Every other parameter (grouped or masked convolutions, custom layers, a module
+called twice, a tied embedding used through `attend`, layers inside lifted
+transforms such as `nn.remat`) gets exact per-example gradients from
 `jax.vmap`, only for those parameters. The result equals the `vmap` reference
 up to floating-point rounding; tests check this layer by layer and model by
 model.

@@ -133,7 +133,7 @@ class DpMechanism:
 def _target(dp) -> Optional[float]:
   """dp.target_epsilon, with inf (settable from the command line) = none."""
   t = dp.target_epsilon
-  return None if t is None or math.isinf(t) and t > 0 else float(t)
+  return None if t is None or (math.isinf(t) and t > 0) else float(t)
 
 
 def _calibrate(dp, relation, make_event, target: float) -> float:
@@ -187,8 +187,8 @@ def _check_dp_fields(dp, num_examples: int) -> None:
         'dp.noise_multiplier',
         f'σ={dp.noise_multiplier}, C={dp.clip_norm} is not private, but '
         f'dp.target_epsilon={dp.target_epsilon} was asked for',
-        'unset dp.noise_multiplier to calibrate it, or unset '
-        'set dp.target_epsilon=inf for a non-private baseline')
+        'unset dp.noise_multiplier to calibrate it, or set '
+        'dp.target_epsilon=inf for a non-private baseline')
   if math.isinf(dp.clip_norm) and dp.noise_multiplier not in (0, 0.0):
     raise ConfigError('dp.clip_norm',
                       'unbounded clipping with noise gives no guarantee',

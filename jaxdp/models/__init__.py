@@ -40,5 +40,5 @@ def build_model(model_config, num_classes: int) -> nn.Module:
                                       ACTIVATIONS[model_config.activation])
 
 
-__all__ = ['MLP', 'TanhCNN', 'TransformerLM', 'build_model', 'check_no_example_mixing',
-           'MODELS', 'ACTIVATIONS']
+__all__ = ['MLP', 'TanhCNN', 'TransformerLM', 'build_model',
+           'check_no_example_mixing', 'MODELS', 'ACTIVATIONS']
