@@ -31,10 +31,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.source = 'auto'
 
   config.model = ml_collections.ConfigDict()
-  # mlp | tanh_cnn (Papernot et al. 2021). Models with BatchNorm are refused.
+  # mlp | tanh_cnn (Papernot et al. 2021) | wide_resnet (GroupNorm WRN, De et
+  # al. 2022). Models with BatchNorm are refused.
   config.model.name = 'mlp'
   # Widths of the MLP's hidden layers (ignored by other models).
   config.model.hidden_sizes = (64,)
+  # wide_resnet only: WRN-depth-width (De et al. 2022 use 16-4 on CIFAR-10)
+  # and the GroupNorm groups of every norm layer.
+  config.model.depth = 16
+  config.model.width = 4
+  config.model.groups = 16
   # relu | tanh | gelu | elu | sigmoid; Papernot et al. 2021 favour tanh.
   config.model.activation = 'tanh'
 
@@ -91,9 +97,12 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Performance settings: they change speed and memory, never results or ε.
   config.perf = ml_collections.ConfigDict()
-  # fast: per-example norms and clipped sums from layer activations for Dense,
-  # Embed and norm layers (vmap for other parameters); vmap: materialise every
-  # per-example gradient (the reference). Same results either way.
+  # fast: per-example norms from the activations and output gradients of
+  # Dense, Conv, Embed and norm layers, clipped sums from the same (book-
+  # keeping; vmap for other parameters); ghost: the same norms, then a second
+  # backward pass weighted by the clip factors (two-pass ghost clipping);
+  # vmap: materialise every per-example gradient (the reference). Same results
+  # up to rounding; `python -m experiments.benchmark` times them.
   config.perf.clipping = 'fast'
   # Clip this many examples at a time (bounds memory); unset = whole batch.
   config.perf.microbatch_size = config_dict.placeholder(int)

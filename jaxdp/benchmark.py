@@ -12,7 +12,10 @@ Methods:
   vmap              materialised per-example gradients (the reference).
   vmap_microbatched vmap in microbatches (`lax.scan`): less memory.
   fast              jaxdp's default: norms and clipped sums from activations
-                    and output gradients of known layers, vmap for the rest.
+                    and output gradients of known layers (book-keeping), vmap
+                    for the rest.
+  ghost             the same norms, then the clipped sum from a second
+                    backward pass weighted by the clip factors.
   fast_noise_free   `fast` with σ = 0: what clipping costs without the noise
                     draw (a diagnostic, not a private step).
 """
@@ -35,7 +38,7 @@ from jaxdp.mechanism import build_mechanism
 from jaxdp.models.transformer import next_token_loss
 from jaxdp.train_state import TrainState
 
-METHODS = ('nonprivate', 'vmap', 'vmap_microbatched', 'fast',
+METHODS = ('nonprivate', 'vmap', 'vmap_microbatched', 'fast', 'ghost',
            'fast_noise_free')
 MODELS = ('mlp', 'cnn', 'transformer', 'lora')
 
@@ -89,7 +92,8 @@ def _dp_step(problem: Problem, method: str, batch_size: int,
       'target_epsilon': None, 'delta': 1e-5,
       'accountant': 'rdp', 'allow_large_delta': True})
   perf = ml_collections.ConfigDict({
-      'clipping': 'fast' if method.startswith('fast') else 'vmap',
+      'clipping': ('fast' if method.startswith('fast') else
+                   'ghost' if method == 'ghost' else 'vmap'),
       'microbatch_size': microbatch_size if method == 'vmap_microbatched'
                          else None,
       'batch_overflow_probability': 1e-3})

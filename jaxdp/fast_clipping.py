@@ -270,18 +270,45 @@ def _site_clipped_sums(site: Site, inputs, out_grads, factors,
   return {k: v.astype(leaves[k].dtype) for k, v in sums.items()}
 
 
-def fast_clipped_chunk(batch_loss, clip_norm: float) -> clipping.ClippedChunk:
+CLIPPED_SUMS = ('bookkeeping', 'second_backward')
+
+
+def fast_clipped_chunk(batch_loss, clip_norm: float,
+                       clipped_sum: str = 'bookkeeping'
+                       ) -> clipping.ClippedChunk:
   """The clipped sum of a chunk, fast for known layers, vmap for the rest.
+
+  One forward pass, kept with its residuals (`jax.vjp`). A first backward pass
+  stops at the known layers' outputs (the output gradients g) and gives every
+  example's gradient norm, hence its clip factor c_i. The clipped sum
+  Σ_i c_i ∇θ_i is then formed in one of two ways:
+
+  * 'bookkeeping' (Bu et al. 2023): from the stored activations and output
+    gradients, aᵀ (c ∘ g) per layer, with no second backward pass; the
+    parameters left to vmap are summed from their per-example gradients.
+  * 'second_backward' (ghost clipping, Li et al. 2022): a second backward
+    pass of the same forward with cotangent c, i.e. the ordinary gradient of
+    Σ_i c_i ℓ_i. It lets XLA's own weight-gradient kernels (e.g. for
+    convolutions) do the work. A chunk with a dropped (non-finite) example
+    or padding slot takes the book-keeping route instead, whose masking is
+    exact where a backward pass would spread 0 · NaN. (The backward pass is
+    linear in its cotangent, so a row whose first-pass quantities are all
+    finite contributes finitely to the second.)
 
   Args:
     batch_loss: `batch_loss(params, batch) -> [n]`; `params` is the Flax
       'params' collection the model is applied with.
     clip_norm: C > 0, or inf.
+    clipped_sum: 'bookkeeping' or 'second_backward'; both give the same sum up
+      to floating-point rounding.
 
   Returns:
     chunk(params, batch, mask) -> (clipped sum, ClippingStats), equal to
     `clipping.vmap_clipped_chunk` up to floating-point rounding.
   """
+  if clipped_sum not in CLIPPED_SUMS:
+    raise ValueError(f'clipped_sum must be one of {CLIPPED_SUMS}, got '
+                     f'{clipped_sum!r}')
 
   def chunk(params, batch, mask):
     n = mask.shape[0]
@@ -291,7 +318,7 @@ def fast_clipped_chunk(batch_loss, clip_norm: float) -> clipping.ClippedChunk:
     covered = {s.path + (name,) for s in sites for name in s.param_names}
     rest = {k: v for k, v in flat.items() if k not in covered}
 
-    def forward(perturbations):
+    def forward(params_, perturbations):
       inputs = {}
 
       def hook(next_fun, args, kwargs, context):
@@ -302,17 +329,19 @@ def fast_clipped_chunk(batch_loss, clip_norm: float) -> clipping.ClippedChunk:
         return next_fun(*args, **kwargs) + perturbations[path]
 
       with nn.intercept_methods(hook):
-        losses = batch_loss(params, batch)
-      return jnp.sum(jnp.where(mask, losses, 0.0)), (losses, inputs)
+        losses = batch_loss(params_, batch)
+      return losses, inputs
 
     zeros = {s.path: jnp.zeros(s.out_shape, s.out_dtype) for s in sites}
-    (_, (losses, inputs)), out_grads = jax.value_and_grad(
-        forward, has_aux=True)(zeros)
+    losses, backward, inputs = jax.vjp(forward, params, zeros, has_aux=True)
     missed = [s.path for s in sites if s.path not in inputs]
     if missed:  # E.g. a jitted loss whose cached trace skipped the hook.
       raise ValueError(
           f'layers {missed} were not seen on the second pass; do not wrap '
           "the loss in jax.jit, or set perf.clipping='vmap'")
+    # Backward pass 1: output gradients of the known layers (the parameter
+    # cotangent is unused here and compiled away).
+    _, out_grads = backward(jnp.where(mask, 1.0, 0.0).astype(losses.dtype))
 
     sq = jnp.zeros((n,), jnp.float32)
     if rest:  # Exact per-example gradients for the parameters left over.
@@ -321,7 +350,6 @@ def fast_clipped_chunk(batch_loss, clip_norm: float) -> clipping.ClippedChunk:
         return batch_loss(full, clipping.expand(example))[0]
       rest_grads = jax.vmap(jax.grad(one), in_axes=(None, 0))(rest, batch)
       sq = sq + clipping.squared_norms(rest_grads)
-    # Norms first (they fix the clip factors), then the weighted sums.
     for site in sites:
       sq = sq + _site_squared_norms(site, inputs[site.path],
                                     out_grads[site.path],
@@ -329,16 +357,29 @@ def fast_clipped_chunk(batch_loss, clip_norm: float) -> clipping.ClippedChunk:
     norms = jnp.sqrt(sq)
     factors, dropped = clipping.clip_factors(norms, mask, clip_norm)
 
-    summed = {}
-    for site in sites:
-      sums = _site_clipped_sums(site, inputs[site.path], out_grads[site.path],
-                                factors, _subtree(params, site.path))
-      summed.update({site.path + (k,): v for k, v in sums.items()})
-    if rest:
-      summed.update(clipping.weighted_sum(rest_grads, factors))
-    grad_sum = traverse_util.unflatten_dict(summed)
-    if not isinstance(params, dict):
-      grad_sum = type(params)(grad_sum)
+    def bookkeeping_sum():
+      summed = {}
+      for site in sites:
+        sums = _site_clipped_sums(site, inputs[site.path],
+                                  out_grads[site.path], factors,
+                                  _subtree(params, site.path))
+        summed.update({site.path + (k,): v for k, v in sums.items()})
+      if rest:
+        summed.update(clipping.weighted_sum(rest_grads, factors))
+      flat_sum = {k: summed[k].astype(v.dtype) for k, v in flat.items()}
+      grad_sum = traverse_util.unflatten_dict(flat_sum)
+      return grad_sum if isinstance(params, dict) else type(params)(grad_sum)
+
+    def second_backward_sum():
+      grad_sum, _ = backward(factors.astype(losses.dtype))
+      return jax.tree_util.tree_map(lambda g, p: g.astype(p.dtype), grad_sum,
+                                    params)
+
+    if clipped_sum == 'bookkeeping':
+      grad_sum = bookkeeping_sum()
+    else:
+      grad_sum = jax.lax.cond(jnp.all(jnp.isfinite(norms)),
+                              second_backward_sum, bookkeeping_sum)
     stats = clipping.ClippingStats(norms=jnp.where(mask, norms, 0.0),
                                    losses=jnp.where(mask, losses, 0.0),
                                    dropped=dropped)

@@ -27,7 +27,9 @@ from jaxdp import noise
 from jaxdp import sampling
 from jaxdp.errors import ConfigError
 
-CLIPPING_METHODS = ('fast', 'vmap')
+# perf.clipping -> how a chunk's clipped sum is computed; all agree up to
+# floating-point rounding (tests/test_fast_clipping.py).
+CLIPPING_METHODS = ('fast', 'ghost', 'vmap')
 
 # Separates the noise key from other keys derived from the same seed.
 NOISE_STREAM = 0x401E
@@ -99,11 +101,14 @@ class DpMechanism:
 
   def clipped_grad_sum(self, batch_loss: clipping.BatchLoss):
     """f(params, batch, mask) -> (clipped sum, stats) with this run's C."""
-    make_chunk = (fast_clipping.fast_clipped_chunk
-                  if self.clipping_method == 'fast'
-                  else clipping.vmap_clipped_chunk)
-    return clipping.microbatched(make_chunk(batch_loss, self.clip_norm),
-                                 self.microbatch_size)
+    if self.clipping_method == 'vmap':
+      chunk = clipping.vmap_clipped_chunk(batch_loss, self.clip_norm)
+    else:
+      chunk = fast_clipping.fast_clipped_chunk(
+          batch_loss, self.clip_norm,
+          'bookkeeping' if self.clipping_method == 'fast' else
+          'second_backward')
+    return clipping.microbatched(chunk, self.microbatch_size)
 
   def noise_transform(self, seed: int):
     """The optax transformation adding this run's noise, once per step."""

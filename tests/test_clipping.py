@@ -15,7 +15,9 @@ from jaxdp import fast_clipping
 
 # Every property must hold for every way of computing the clipped sum.
 METHODS = {'vmap': clipping.vmap_clipped_chunk,
-           'fast': fast_clipping.fast_clipped_chunk}
+           'fast': fast_clipping.fast_clipped_chunk,
+           'ghost': lambda loss, clip: fast_clipping.fast_clipped_chunk(
+               loss, clip, 'second_backward')}
 pytestmark = pytest.mark.parametrize('method', sorted(METHODS))
 
 
@@ -71,8 +73,13 @@ def test_padding_contributes_exactly_zero_even_if_it_holds_nan(method):
   fn = _make(method, loss_fn, 1.0)
   zero_padded, _ = fn(params, (x.at[5:].set(0.0), y), mask)
   padded, stats = fn(params, (x.at[5:].set(jnp.nan), y), mask)
-  # Same shapes: bit-identical whatever the padding holds.
-  np.testing.assert_array_equal(_flat(padded), _flat(zero_padded))
+  if method == 'ghost':
+    # NaN padding sends the chunk down the book-keeping route (a second
+    # backward pass would spread 0 · NaN): same sum, other rounding.
+    np.testing.assert_allclose(_flat(padded), _flat(zero_padded), rtol=1e-6,
+                               atol=1e-7)
+  else:  # Same shapes: bit-identical whatever the padding holds.
+    np.testing.assert_array_equal(_flat(padded), _flat(zero_padded))
   # Against the unpadded batch: equal up to float32 summation order.
   np.testing.assert_allclose(_flat(padded), _flat(real), rtol=1e-5, atol=1e-6)
   assert not bool(jnp.any(stats.dropped))  # Padding is not counted as dropped.

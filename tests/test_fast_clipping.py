@@ -168,8 +168,9 @@ def _flat(tree):
   return np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(tree)])
 
 
+@pytest.mark.parametrize('clipped_sum', fast_clipping.CLIPPED_SUMS)
 @pytest.mark.parametrize('name', CASES)
-def test_fast_path_matches_vmap_reference(name):
+def test_fast_path_matches_vmap_reference(name, clipped_sum):
   loss, params, batch, expected_sites = _case(name)
   n = jax.tree_util.tree_leaves(batch)[0].shape[0]
   mask = jnp.arange(n) < n - 1  # The last slot is padding.
@@ -177,7 +178,7 @@ def test_fast_path_matches_vmap_reference(name):
       params, batch, mask)
   clip = 0.99 * float(np.max(unclipped.norms))  # The largest gets clipped.
   reference = jax.jit(clipping.vmap_clipped_chunk(loss, clip))
-  fast = jax.jit(fast_clipping.fast_clipped_chunk(loss, clip))
+  fast = jax.jit(fast_clipping.fast_clipped_chunk(loss, clip, clipped_sum))
   ref_sum, ref_stats = reference(params, batch, mask)
   fast_sum, fast_stats = fast(params, batch, mask)
   np.testing.assert_allclose(fast_stats.norms, ref_stats.norms, rtol=2e-4,
@@ -197,14 +198,15 @@ def test_fast_path_matches_vmap_reference(name):
     assert covered == set(traverse_util.flatten_dict(params))
 
 
-def test_fast_path_drops_a_nonfinite_example_like_the_reference():
+@pytest.mark.parametrize('clipped_sum', fast_clipping.CLIPPED_SUMS)
+def test_fast_path_drops_a_nonfinite_example_like_the_reference(clipped_sum):
   loss, params, (x, y), _ = _case('mlp')
   x = x.at[2].set(jnp.nan)
   mask = jnp.ones(6, bool)
   ref_sum, ref_stats = clipping.vmap_clipped_chunk(loss, 1.0)(params, (x, y),
                                                               mask)
-  fast_sum, fast_stats = fast_clipping.fast_clipped_chunk(loss, 1.0)(
-      params, (x, y), mask)
+  fast_sum, fast_stats = fast_clipping.fast_clipped_chunk(
+      loss, 1.0, clipped_sum)(params, (x, y), mask)
   assert fast_stats.dropped.tolist() == ref_stats.dropped.tolist()
   assert bool(fast_stats.dropped[2])
   assert np.all(np.isfinite(_flat(fast_sum)))

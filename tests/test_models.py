@@ -30,6 +30,14 @@ def test_build_model_by_name():
   model = models.build_model(cfg, num_classes=3)
   params = model.init(jax.random.key(0), jnp.zeros((1, 2, 3, 1)))['params']
   assert _count(params) == 6 * 5 + 5 + 5 * 4 + 4 + 4 * 3 + 3
+  wrn = models.build_model(ml_collections.ConfigDict(
+      {'name': 'wide_resnet', 'depth': 10, 'width': 1, 'groups': 4,
+       'activation': 'relu'}), num_classes=3)
+  assert (wrn.depth, wrn.width, wrn.groups) == (10, 1, 4)
+  with pytest.raises(ConfigError, match='^model.depth: '):
+    models.build_model(ml_collections.ConfigDict(
+        {'name': 'wide_resnet', 'depth': 12, 'width': 1, 'groups': 4,
+         'activation': 'relu'}), num_classes=3)
   with pytest.raises(ConfigError, match='model.name'):
     models.build_model(ml_collections.ConfigDict(
         {'name': 'resnet', 'hidden_sizes': (), 'activation': 'relu'}), 3)

@@ -10,6 +10,7 @@ from jaxdp.models.example_mixing import check_no_example_mixing
 from jaxdp.models.mlp import MLP
 from jaxdp.models.tanh_cnn import TanhCNN
 from jaxdp.models.transformer import TransformerLM
+from jaxdp.models.wide_resnet import WideResNet
 
 ACTIVATIONS: dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {
     'relu': nn.relu,
@@ -22,6 +23,8 @@ ACTIVATIONS: dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {
 _BUILDERS = {
     'mlp': lambda cfg, k, act: MLP(tuple(cfg.hidden_sizes), k, act),
     'tanh_cnn': lambda cfg, k, act: TanhCNN(k, act),
+    'wide_resnet': lambda cfg, k, act: WideResNet(k, cfg.depth, cfg.width,
+                                                  cfg.groups, act),
 }
 
 MODELS = tuple(_BUILDERS)
@@ -36,9 +39,12 @@ def build_model(model_config, num_classes: int) -> nn.Module:
     raise ConfigError('model.activation',
                       f'unknown activation {model_config.activation!r}',
                       f'use one of {", ".join(ACTIVATIONS)}')
-  return _BUILDERS[model_config.name](model_config, num_classes,
-                                      ACTIVATIONS[model_config.activation])
+  try:
+    return _BUILDERS[model_config.name](model_config, num_classes,
+                                        ACTIVATIONS[model_config.activation])
+  except ConfigError as e:  # A model names its own field; say where it is.
+    raise ConfigError(f'model.{e.field}', e.problem, e.fix) from e
 
 
-__all__ = ['MLP', 'TanhCNN', 'TransformerLM', 'build_model',
+__all__ = ['MLP', 'TanhCNN', 'TransformerLM', 'WideResNet', 'build_model',
            'check_no_example_mixing', 'MODELS', 'ACTIVATIONS']
