@@ -40,7 +40,7 @@ from jaxdp.train_state import TrainState
 
 METHODS = ('nonprivate', 'vmap', 'vmap_microbatched', 'fast', 'ghost',
            'fast_noise_free')
-MODELS = ('mlp', 'cnn', 'transformer', 'lora')
+MODELS = ('mlp', 'cnn', 'wrn16_4', 'transformer', 'lora')
 
 
 @dataclasses.dataclass
@@ -50,29 +50,41 @@ class Problem:
   params: object
   inputs: object  # What batch_loss takes; leading axis = batch.
   batch_loss: Callable
+  width: int = 0  # WRN width (other models: unused).
 
 
-def make_problem(name: str, batch_size: int, seed: int = 0) -> Problem:
+def make_problem(name: str, batch_size: int, seed: int = 0,
+                 wrn_width: int = 4) -> Problem:
   """A model with random data of the shapes the benchmark names."""
-  kx, ky, kp = jax.random.split(jax.random.key(seed), 3)
-  if name in ('mlp', 'cnn'):
+  kx, ky = jax.random.split(jax.random.key(seed))
+  # Any parameters serve for timing; an rbg key's init compiles about 3×
+  # faster on CPU than threefry's (seconds for the WRN).
+  kp = jax.random.key(seed, impl='rbg')
+  if name in ('mlp', 'cnn', 'wrn16_4'):
+    shape = (28, 28, 1)
     if name == 'mlp':
       model = models.MLP((512,), 10, jax.nn.relu)
       description = 'MLP 784-512-10 (ReLU) on 28×28×1'
-    else:
+    elif name == 'cnn':
       model = models.TanhCNN(10)
       description = 'Papernot tanh CNN on 28×28×1'
-    images = jax.random.normal(kx, (batch_size, 28, 28, 1))
+    else:
+      model = models.WideResNet(10, depth=16, width=wrn_width, groups=16)
+      shape = (32, 32, 3)
+      description = (f'WRN-16-{wrn_width} with GroupNorm (16 groups) on '
+                     '32×32×3' + (' (WRN-16-4 at reduced width)'
+                                  if wrn_width != 4 else ''))
+    images = jax.random.normal(kx, (batch_size,) + shape)
     labels = jax.random.randint(ky, (batch_size,), 0, 10)
-    params = model.init(kp, images[:1])['params']
+    params = jax.jit(model.init)(kp, images[:1])['params']
     return Problem(name, description, params, (images, labels),
-                   steps.classification_loss(model.apply))
+                   steps.classification_loss(model.apply), wrn_width)
   if name in ('transformer', 'lora'):
     rank = 4 if name == 'lora' else 0
     model = models.TransformerLM(vocab_size=64, max_length=32, width=32,
                                  depth=2, num_heads=4, lora_rank=rank)
     tokens = jax.random.randint(kx, (batch_size, 33), 0, 64)
-    params = model.init(kp, tokens[:1, :-1])['params']
+    params = jax.jit(model.init)(kp, tokens[:1, :-1])['params']
     description = ('causal transformer LM, 2 blocks, width 32, 32 tokens, '
                    'vocab 64')
     loss = next_token_loss(model.apply)
@@ -158,7 +170,8 @@ def _compare_runner(method, problem, batch, batch_size):
 
 def run(model_names=MODELS, methods=METHODS, batch_size: int = 256,
         timed_steps: int = 20, microbatch_size: int = 32,
-        compare: bool = False, log: Callable[[str], None] = print) -> dict:
+        compare: bool = False, log: Callable[[str], None] = print,
+        wrn_width: int = 4) -> dict:
   """Times every method on every model; returns {model: {method: stats}}.
 
   With `compare`, also jax_privacy and Opacus where they are installed (see
@@ -173,7 +186,7 @@ def run(model_names=MODELS, methods=METHODS, batch_size: int = 256,
     if missing:
       log(f'skipped (not installed; pip install -e .[compare]): {missing}')
   for name in model_names:
-    problem = make_problem(name, batch_size)
+    problem = make_problem(name, batch_size, wrn_width=wrn_width)
     batch = {'inputs': problem.inputs, 'mask': jnp.ones(batch_size, bool)}
     num_params = sum(x.size for x in jax.tree_util.tree_leaves(problem.params))
     log(f'{name}: {problem.description}, {num_params:,} parameters, '

@@ -7,7 +7,7 @@ Each builds one full training step (clipped gradients, noise, SGD update).
   by vmap), then the same noise and SGD as jaxdp, jitted.
 * `opacus_hooks`, `opacus_ghost`: Opacus 1.6 on the equivalent PyTorch model,
   per-sample gradients from hooks, or ghost clipping (two backward passes).
-  Only the MLP and the CNN have PyTorch twins here.
+  Only the MLP, the CNN and the WRN have PyTorch twins here.
 """
 
 import importlib.util
@@ -55,9 +55,43 @@ def jax_privacy_step(problem, batch_size: int):
   return jax.jit(step, donate_argnums=0), tx
 
 
-def _torch_model(name: str):
+def _torch_wide_resnet(width: int, depth: int = 16, groups: int = 16):
+  """jaxdp.models.WideResNet's layers in PyTorch (same shapes, own init)."""
   import torch  # Optional dependency.
   nn = torch.nn
+
+  class Block(nn.Module):
+
+    def __init__(self, c_in, c_out, stride):
+      super().__init__()
+      self.norm_1 = nn.GroupNorm(groups, c_in)
+      self.conv_1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+      self.norm_2 = nn.GroupNorm(groups, c_out)
+      self.conv_2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+      self.shortcut = (None if c_in == c_out and stride == 1 else
+                       nn.Conv2d(c_in, c_out, 1, stride, bias=False))
+
+    def forward(self, x):
+      pre = torch.relu(self.norm_1(x))
+      y = self.conv_2(torch.relu(self.norm_2(self.conv_1(pre))))
+      return (x if self.shortcut is None else self.shortcut(pre)) + y
+
+  layers, c_in = [nn.Conv2d(3, 16, 3, 1, 1, bias=False)], 16
+  for stage, c_out in enumerate((16 * width, 32 * width, 64 * width)):
+    for i in range((depth - 4) // 6):
+      layers.append(Block(c_in, c_out, 2 if stage > 0 and i == 0 else 1))
+      c_in = c_out
+  layers += [nn.GroupNorm(groups, c_in), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+             nn.Flatten(), nn.Linear(c_in, 10)]
+  return nn.Sequential(*layers)
+
+
+def _torch_model(problem):
+  import torch  # Optional dependency.
+  nn = torch.nn
+  name = problem.name
+  if name == 'wrn16_4':
+    return _torch_wide_resnet(problem.width)
   if name == 'mlp':
     return nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(),
                          nn.Linear(512, 10))
@@ -78,7 +112,7 @@ def opacus_step(problem, batch_size: int,
   """
   import torch  # Optional dependency.
   from opacus import PrivacyEngine  # Optional dependency.
-  model = _torch_model(problem.name)
+  model = _torch_model(problem)
   if model is None:
     return None
   images, labels = problem.inputs

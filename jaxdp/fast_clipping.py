@@ -16,10 +16,14 @@ O(T²(d + p)) per example against O(T d p) for forming ∇W_i, so it is used whe
 
 Known layers (the module's own parameters, called once per forward):
 
-* `nn.Dense`: kernel and bias, inputs of any rank [n, ..., d].
-* `nn.Conv` (no feature groups, mask or input dilation; SAME, VALID or
-  explicit padding): a Dense layer on the input's patches
-  (`lax.conv_general_dilated_patches`), T = output positions.
+* Layers linear in their kernel, seen as a Dense layer on rows a_i [T, d]
+  (`linear_views`): `nn.Dense` (inputs of any rank [n, ..., d]);
+  `nn.DenseGeneral` (any contracted axes but the first, no batch_dims: the
+  attention projections of `nn.MultiHeadDotProductAttention`); `nn.Einsum`
+  whose equation is a Dense after transposes (e.g. 'btd,dhk->bthk'); `nn.Conv`
+  (no feature groups, mask or input dilation; SAME, VALID or explicit
+  padding) on its input's patches (`lax.conv_general_dilated_patches`),
+  T = output positions.
 * `nn.Embed` (via `__call__` only): rows hit by the same token add up, so
   ‖∇E_i‖² = Σ_{t,s} [id_t = id_s] g_it·g_is; the sum scatters c ∘ g.
 * `nn.LayerNorm`, `nn.RMSNorm`, `nn.GroupNorm` with features on the last axis:
@@ -41,7 +45,7 @@ output gradient g. Model code needs no change.
 """
 
 import dataclasses
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 from flax import traverse_util
@@ -50,6 +54,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdp import clipping
+from jaxdp import linear_views
 
 PyTree = Any
 _NORMS = (nn.LayerNorm, nn.RMSNorm, nn.GroupNorm)
@@ -60,42 +65,17 @@ class Site:
   """A layer whose per-example gradients are computed without vmap."""
 
   path: tuple[str, ...]  # Module scope path = where its params live.
-  kind: str  # 'dense' | 'embed' | 'norm'
+  kind: str  # 'linear' | 'embed' | 'norm'
   param_names: tuple[str, ...]  # Its parameter leaves, e.g. ('kernel', 'bias').
   out_shape: tuple[int, ...]
   out_dtype: Any
   normalizer: Optional[nn.Module] = None  # For norms: same layer, no affine.
-  unfold: Optional[Callable] = None  # For convs: input -> patches [n, ..., d].
-
-
-def _conv_unfold(conv: nn.Conv) -> Optional[Callable]:
-  """x -> the patches a Conv multiplies by its kernel, or None if unusual."""
-  nd = len(conv.kernel_size)
-  as_tuple = lambda v: (v,) * nd if isinstance(v, int) else tuple(v or (1,) * nd)
-  padding = conv.padding
-  if isinstance(padding, str):
-    if padding not in ('SAME', 'VALID'):
-      return None
-  elif isinstance(padding, int):
-    padding = [(padding, padding)] * nd
-  else:
-    padding = [(p, p) if isinstance(p, int) else tuple(p) for p in padding]
-  if (conv.feature_group_count != 1 or conv.mask is not None or
-      any(d != 1 for d in as_tuple(conv.input_dilation))):
-    return None
-  spatial = ''.join('HWDXYZ'[i] for i in range(nd))
-  numbers = ('N' + spatial + 'C', spatial + 'IO', 'N' + spatial + 'C')
-  return lambda x: jax.lax.conv_general_dilated_patches(
-      x, tuple(conv.kernel_size), as_tuple(conv.strides), padding,
-      rhs_dilation=as_tuple(conv.kernel_dilation),
-      dimension_numbers=numbers)
+  view: Optional[linear_views.LinearView] = None  # For linear layers.
 
 
 def _kind(module: nn.Module) -> Optional[str]:
-  if type(module) is nn.Dense:  # pylint: disable=unidiomatic-typecheck
-    return 'dense'
-  if type(module) is nn.Conv:  # pylint: disable=unidiomatic-typecheck
-    return 'conv' if _conv_unfold(module) is not None else None
+  if type(module) in linear_views.LINEAR_TYPES:
+    return 'linear'
   if type(module) is nn.Embed:  # pylint: disable=unidiomatic-typecheck
     return 'embed'
   if type(module) in _NORMS and getattr(module, 'feature_axes', -1) in (
@@ -120,21 +100,8 @@ def _subtree(params, path):
 
 
 def _params_fit(kind, leaves, in_shape, out_shape, in_dtype) -> bool:
-  """Whether a call's parameters have exactly the shapes the maths assumes."""
+  """Whether an embed or norm call's parameters fit the maths exactly."""
   names = set(leaves)
-  if kind == 'dense':
-    kernel = leaves.get('kernel')
-    return (names <= {'kernel', 'bias'} and kernel is not None and
-            kernel.shape == (in_shape[-1], out_shape[-1]) and
-            ('bias' not in leaves or
-             leaves['bias'].shape == (out_shape[-1],)))
-  if kind == 'conv':
-    kernel = leaves.get('kernel')
-    return (names <= {'kernel', 'bias'} and kernel is not None and
-            len(in_shape) == len(out_shape) == kernel.ndim and
-            kernel.shape[-2:] == (in_shape[-1], out_shape[-1]) and
-            ('bias' not in leaves or
-             leaves['bias'].shape == (out_shape[-1],)))
   if kind == 'embed':
     table = leaves.get('embedding')
     return (names == {'embedding'} and jnp.issubdtype(in_dtype, jnp.integer)
@@ -155,11 +122,16 @@ def find_sites(batch_loss, params, batch) -> list[Site]:
   def spy(next_fun, args, kwargs, context):
     out = next_fun(*args, **kwargs)
     kind = _kind(context.module)
-    if kind is not None and context.method_name != 'setup':
+    # Private helpers (e.g. Einsum's `_get_bias_shape`) are not uses of the
+    # parameters; public methods other than __call__ (`attend`) are.
+    helper = (context.method_name.startswith('_') and
+              context.method_name != '__call__')
+    if kind is not None and context.method_name != 'setup' and not helper:
       path = tuple(context.module.scope.path)
       x = args[0] if args else None
       calls.setdefault(path, []).append(dict(
           kind=kind, method=context.method_name, module=context.module,
+          args=args, kwargs=kwargs,
           nested=tracers.current_trace() != outer[0],
           in_shape=tuple(getattr(x, 'shape', ())),
           in_dtype=getattr(x, 'dtype', None),
@@ -188,37 +160,40 @@ def find_sites(batch_loss, params, batch) -> list[Site]:
       continue
     if not (call['in_shape'][:1] == call['out_shape'][:1] == (n,)):
       continue  # Not applied per example.
-    if not _params_fit(call['kind'], dict(leaves), call['in_shape'],
-                       call['out_shape'], call['in_dtype']):
+    view = None
+    if call['kind'] == 'linear':
+      view = linear_views.linear_view(
+          call['module'], call['args'], call['kwargs'], call['in_shape'],
+          call['out_shape'], dict(leaves))
+      if view is None:
+        continue
+    elif not _params_fit(call['kind'], dict(leaves), call['in_shape'],
+                         call['out_shape'], call['in_dtype']):
       continue
     sites.append(Site(
         path=path, kind=call['kind'], param_names=tuple(sorted(leaves)),
         out_shape=call['out_shape'], out_dtype=call['out_dtype'],
         normalizer=(_normalizer(call['module']) if call['kind'] == 'norm'
                     else None),
-        unfold=(_conv_unfold(call['module']) if call['kind'] == 'conv'
-                else None)))
+        view=view))
   return sites
 
 
 def _as_sequences(x, n):
-  """[n, ..., f] -> [n, T, f]; for integer ids [n, ...] -> [n, T]."""
+  """[n, ..., f] -> [n, T, f]."""
   return jnp.reshape(x, (n, -1, x.shape[-1]))
-
-
-def _layer_inputs(site: Site, inputs) -> jax.Array:
-  """What the layer's kernel multiplies: the input, or a conv's patches."""
-  x = inputs.astype(jnp.float32)
-  return site.unfold(x) if site.kind == 'conv' else x
 
 
 def _site_squared_norms(site: Site, inputs, out_grads, leaves) -> jax.Array:
   """Squared norm of each example's gradient for one layer's params -> [n]."""
   n = out_grads.shape[0]
-  g = _as_sequences(out_grads.astype(jnp.float32), n)
+  if site.kind == 'linear':
+    g = site.view.rows_out(out_grads.astype(jnp.float32))
+  else:
+    g = _as_sequences(out_grads.astype(jnp.float32), n)
   bias_sq = jnp.sum(jnp.sum(g, axis=1) ** 2, -1) if 'bias' in leaves else 0.0
-  if site.kind in ('dense', 'conv'):
-    a = _as_sequences(_layer_inputs(site, inputs), n)
+  if site.kind == 'linear':
+    a = site.view.rows_in(inputs.astype(jnp.float32))
     t, d, p = a.shape[1], a.shape[2], g.shape[2]
     if t == 1:
       sq = jnp.sum(a[:, 0] ** 2, -1) * jnp.sum(g[:, 0] ** 2, -1)
@@ -245,20 +220,19 @@ def _site_clipped_sums(site: Site, inputs, out_grads, factors,
   """Σ_i c_i ∇θ_i for one layer's params, from activations (book-keeping)."""
   n = factors.shape[0]
   keep = factors > 0
-  g = clipping.rows_where(keep, _as_sequences(out_grads.astype(jnp.float32),
-                                              n))
-  weighted_g = g * factors[:, None, None]
+  out_grads = out_grads.astype(jnp.float32)
+  g = (site.view.rows_out(out_grads) if site.kind == 'linear' else
+       _as_sequences(out_grads, n))
+  weighted_g = clipping.rows_where(keep, g) * factors[:, None, None]
   sums = {}
   if 'bias' in leaves:
-    sums['bias'] = jnp.sum(weighted_g, axis=(0, 1))
-  if site.kind in ('dense', 'conv'):
-    a = clipping.rows_where(keep, _as_sequences(_layer_inputs(site, inputs), n))
-    kernel = jnp.einsum('ntd,ntp->dp', a, weighted_g)
-    if site.kind == 'conv':  # Patch features are ordered (in, *window).
-      shape = leaves['kernel'].shape
-      kernel = jnp.reshape(kernel, (shape[-2],) + shape[:-2] + (shape[-1],))
-      kernel = jnp.moveaxis(kernel, 0, -2)
-    sums['kernel'] = kernel
+    bias = jnp.sum(weighted_g, axis=(0, 1))
+    sums['bias'] = site.view.bias(bias) if site.kind == 'linear' else bias
+  if site.kind == 'linear':
+    a = clipping.rows_where(keep, site.view.rows_in(inputs.astype(
+        jnp.float32)))
+    sums['kernel'] = site.view.kernel(jnp.einsum('ntd,ntp->dp', a,
+                                                 weighted_g))
   elif site.kind == 'embed':
     ids = jnp.reshape(inputs, (-1,))
     sums['embedding'] = jnp.zeros(leaves['embedding'].shape, jnp.float32).at[

@@ -57,6 +57,40 @@ class Convs(nn.Module):
     return jnp.sum(x ** 2, axis=(1, 2, 3))
 
 
+class DenseGenerals(nn.Module):
+  """Features as a tuple, several contracted axes, a non-trailing axis."""
+
+  @nn.compact
+  def __call__(self, x):  # [n, T=3, d=4] -> [n]
+    h = jnp.tanh(nn.DenseGeneral((2, 3), axis=-1)(x))  # [n, 3, 2, 3]
+    h = jnp.tanh(nn.DenseGeneral(5, axis=(-2, -1))(h))  # [n, 3, 5]
+    h = nn.DenseGeneral(2, axis=1)(h)  # Contracts T: [n, 5, 2].
+    return jnp.sum(h ** 2, axis=(1, 2))
+
+
+class Attention(nn.Module):
+  """Flax's own attention: four DenseGeneral projections."""
+
+  @nn.compact
+  def __call__(self, x):  # [n, T, d] -> [n]
+    y = nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=8)(
+        x, x, mask=nn.make_causal_mask(x[..., 0]))
+    return jnp.sum(jnp.tanh(y), axis=(1, 2))
+
+
+class Einsums(nn.Module):
+  """Einsum layers that are Dense layers after transposes, and one not."""
+
+  @nn.compact
+  def __call__(self, x):  # [n, T=3, d=4] -> [n]
+    h = jnp.tanh(nn.Einsum((4, 2, 3), 'btd,dhk->bthk')(x))
+    h = jnp.tanh(nn.Einsum((3, 2, 5), 'bthk,khf->btf', use_bias=False)(h))
+    h = nn.Einsum((5, 2), 'btf,fp->bpt')(h)  # Output axes reordered.
+    # A kernel with a batch-like axis shared by all operands: left to vmap.
+    h = nn.Einsum((2, 3, 3), 'bpt,pts->bps')(h)
+    return jnp.sum(h ** 2, axis=(1, 2))
+
+
 class Inner(nn.Module):
 
   @nn.compact
@@ -120,6 +154,17 @@ def _case(name):
     model = GroupNormConv()
     x = jax.random.normal(kx, (4, 5, 5, 2))
     sites = {('Conv_0',), ('GroupNorm_0',), ('Dense_0',)}
+  elif name in ('dense_general', 'einsum'):
+    model = DenseGenerals() if name == 'dense_general' else Einsums()
+    x = jax.random.normal(kx, (4, 3, 4))
+    sites = ({('DenseGeneral_0',), ('DenseGeneral_1',), ('DenseGeneral_2',)}
+             if name == 'dense_general' else
+             {('Einsum_0',), ('Einsum_1',), ('Einsum_2',)})
+  elif name == 'attention':
+    model = Attention()
+    x = jax.random.normal(kx, (3, 5, 6))
+    sites = {('MultiHeadDotProductAttention_0', k)
+             for k in ('query', 'key', 'value', 'out')}
   elif name == 'shared_dense':
     model = SharedDense()
     x = jax.random.normal(kx, (4, 3))
@@ -159,7 +204,8 @@ def _case(name):
   return _scalar_model_loss(model), params, x, sites
 
 
-CASES = ['mlp', 'dense_gram', 'dense_materialised', 'embed_norms',
+CASES = ['mlp', 'dense_gram', 'dense_materialised', 'dense_general',
+         'einsum', 'attention', 'embed_norms',
          'groupnorm_conv', 'convs', 'remat', 'shared_dense', 'tied_embedding', 'tanh_cnn',
          'transformer', 'lora']
 

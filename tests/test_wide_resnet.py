@@ -154,4 +154,4 @@ def test_fast_clipping_matches_vmap_and_covers_every_layer(case):
   sites = fast_clipping.find_sites(loss, params, x)
   covered = {s.path + (k,) for s in sites for k in s.param_names}
   assert covered == set(traverse_util.flatten_dict(params))
-  assert {s.kind for s in sites} >= {'conv', 'norm'}
+  assert {s.kind for s in sites} >= {'linear', 'norm'}
