@@ -12,7 +12,8 @@ and the clipped sum is one matrix product, Σ_i c_i a_iᵀ g_i = aᵀ (c ∘ g)
 ("book-keeping", Bu et al. 2023): the activations and output gradients of
 one ordinary forward and backward pass suffice. For T > 1 the Gram form costs
 O(T²(d + p)) per example against O(T d p) for forming ∇W_i, so it is used when
-2T² < d p, and ∇W_i is formed otherwise (the rule of Li et al. 2022).
+2T² < d p, and ∇W_i is formed otherwise (the rule of Li et al. 2022); a
+formed ∇W_i also gives the clipped sum directly, Σ_i c_i ∇W_i.
 
 Known layers (the module's own parameters, called once per forward):
 
@@ -22,8 +23,7 @@ Known layers (the module's own parameters, called once per forward):
   attention projections of `nn.MultiHeadDotProductAttention`); `nn.Einsum`
   whose equation is a Dense after transposes (e.g. 'btd,dhk->bthk'); `nn.Conv`
   (no feature groups, mask or input dilation; SAME, VALID or explicit
-  padding) on its input's patches (`lax.conv_general_dilated_patches`),
-  T = output positions.
+  padding) on its input's patches, T = output positions.
 * `nn.Embed` (via `__call__` only): rows hit by the same token add up, so
   ‖∇E_i‖² = Σ_{t,s} [id_t = id_s] g_it·g_is; the sum scatters c ∘ g.
 * `nn.LayerNorm`, `nn.RMSNorm`, `nn.GroupNorm` with features on the last axis:
@@ -184,8 +184,13 @@ def _as_sequences(x, n):
   return jnp.reshape(x, (n, -1, x.shape[-1]))
 
 
-def _site_squared_norms(site: Site, inputs, out_grads, leaves) -> jax.Array:
-  """Squared norm of each example's gradient for one layer's params -> [n]."""
+def _site_squared_norms(site: Site, inputs, out_grads, leaves):
+  """Squared norm of each example's gradient for one layer's params -> [n].
+
+  Also returns the per-example kernel gradients [n, d, p] where they were
+  formed (long sequences, convolutions), for the clipped sum to reuse; else
+  None.
+  """
   n = out_grads.shape[0]
   if site.kind == 'linear':
     g = site.view.rows_out(out_grads.astype(jnp.float32))
@@ -195,28 +200,30 @@ def _site_squared_norms(site: Site, inputs, out_grads, leaves) -> jax.Array:
   if site.kind == 'linear':
     a = site.view.rows_in(inputs.astype(jnp.float32))
     t, d, p = a.shape[1], a.shape[2], g.shape[2]
+    per_example = None
     if t == 1:
       sq = jnp.sum(a[:, 0] ** 2, -1) * jnp.sum(g[:, 0] ** 2, -1)
     elif 2 * t * t < d * p:  # Ghost norm through the Gram matrices.
       sq = jnp.sum(jnp.einsum('ntd,nsd->nts', a, a) *
                    jnp.einsum('ntp,nsp->nts', g, g), axis=(1, 2))
     else:  # Cheaper to form each example's kernel gradient.
-      sq = jnp.sum(jnp.einsum('ntd,ntp->ndp', a, g) ** 2, axis=(1, 2))
-    return sq + bias_sq
+      per_example = jnp.einsum('ntd,ntp->ndp', a, g)
+      sq = jnp.sum(per_example ** 2, axis=(1, 2))
+    return sq + bias_sq, per_example
   if site.kind == 'embed':
     ids = jnp.reshape(inputs, (n, -1))
     same = ids[:, :, None] == ids[:, None, :]
     return jnp.sum(jnp.where(same, jnp.einsum('ntd,nsd->nts', g, g), 0.0),
-                   axis=(1, 2))
+                   axis=(1, 2)), None
   x_hat = _as_sequences(site.normalizer.apply({}, inputs).astype(jnp.float32),
                         n)
   scale_sq = (jnp.sum(jnp.sum(x_hat * g, axis=1) ** 2, -1)
               if 'scale' in leaves else 0.0)
-  return scale_sq + bias_sq
+  return scale_sq + bias_sq, None
 
 
-def _site_clipped_sums(site: Site, inputs, out_grads, factors,
-                       leaves) -> dict:
+def _site_clipped_sums(site: Site, inputs, out_grads, factors, leaves,
+                       per_example=None) -> dict:
   """Σ_i c_i ∇θ_i for one layer's params, from activations (book-keeping)."""
   n = factors.shape[0]
   keep = factors > 0
@@ -228,7 +235,10 @@ def _site_clipped_sums(site: Site, inputs, out_grads, factors,
   if 'bias' in leaves:
     bias = jnp.sum(weighted_g, axis=(0, 1))
     sums['bias'] = site.view.bias(bias) if site.kind == 'linear' else bias
-  if site.kind == 'linear':
+  if site.kind == 'linear' and per_example is not None:
+    sums['kernel'] = site.view.kernel(jnp.einsum(
+        'ndp,n->dp', clipping.rows_where(keep, per_example), factors))
+  elif site.kind == 'linear':
     a = clipping.rows_where(keep, site.view.rows_in(inputs.astype(
         jnp.float32)))
     sums['kernel'] = site.view.kernel(jnp.einsum('ntd,ntp->dp', a,
@@ -324,10 +334,12 @@ def fast_clipped_chunk(batch_loss, clip_norm: float,
         return batch_loss(full, clipping.expand(example))[0]
       rest_grads = jax.vmap(jax.grad(one), in_axes=(None, 0))(rest, batch)
       sq = sq + clipping.squared_norms(rest_grads)
+    per_example = {}
     for site in sites:
-      sq = sq + _site_squared_norms(site, inputs[site.path],
-                                    out_grads[site.path],
-                                    _subtree(params, site.path))
+      site_sq, per_example[site.path] = _site_squared_norms(
+          site, inputs[site.path], out_grads[site.path],
+          _subtree(params, site.path))
+      sq = sq + site_sq
     norms = jnp.sqrt(sq)
     factors, dropped = clipping.clip_factors(norms, mask, clip_norm)
 
@@ -336,7 +348,8 @@ def fast_clipped_chunk(batch_loss, clip_norm: float,
       for site in sites:
         sums = _site_clipped_sums(site, inputs[site.path],
                                   out_grads[site.path], factors,
-                                  _subtree(params, site.path))
+                                  _subtree(params, site.path),
+                                  per_example[site.path])
         summed.update({site.path + (k,): v for k, v in sums.items()})
       if rest:
         summed.update(clipping.weighted_sum(rest_grads, factors))
@@ -352,8 +365,12 @@ def fast_clipped_chunk(batch_loss, clip_norm: float,
     if clipped_sum == 'bookkeeping':
       grad_sum = bookkeeping_sum()
     else:
-      grad_sum = jax.lax.cond(jnp.all(jnp.isfinite(norms)),
-                              second_backward_sum, bookkeeping_sum)
+      # The second pass runs outside the cond: inside one, XLA's CPU backend
+      # ran it several times slower. The rare book-keeping branch costs
+      # nothing unless taken.
+      second = second_backward_sum()
+      grad_sum = jax.lax.cond(jnp.all(jnp.isfinite(norms)), lambda: second,
+                              bookkeeping_sum)
     stats = clipping.ClippingStats(norms=jnp.where(mask, norms, 0.0),
                                    losses=jnp.where(mask, losses, 0.0),
                                    dropped=dropped)
