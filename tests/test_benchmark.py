@@ -8,11 +8,13 @@ from jaxdp import benchmark
 @pytest.mark.parametrize('model, methods', [
     ('mlp', benchmark.METHODS),
     ('cnn', ('nonprivate', 'fast')),
+    ('wrn16_4', ('nonprivate', 'fast')),
     ('lora', ('nonprivate', 'fast')),
 ])
 def test_benchmark_reports_every_method(model, methods):
   results = benchmark.run([model], methods, batch_size=4, timed_steps=1,
-                          microbatch_size=2, log=lambda line: None)
+                          microbatch_size=2, log=lambda line: None,
+                          wrn_width=1)
   by_method = results[model]
   assert set(by_method) == set(methods)
   assert by_method['nonprivate']['ratio_to_nonprivate'] == 1.0
