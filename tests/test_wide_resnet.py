@@ -8,8 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdp import clipping
-from jaxdp import fast_clipping
+from equivalence import assert_fast_matches_vmap
 from jaxdp import models
 from jaxdp.models.wide_resnet import WideResNet
 from jaxdp.models.wide_resnet import WideResNetBlock
@@ -106,10 +105,6 @@ def test_an_example_logits_ignore_the_rest_of_the_batch():
                              rtol=1e-5, atol=1e-6)
 
 
-def _flat(tree):
-  return np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(tree)])
-
-
 def _block_case():
   # Channels and stride change, so the block has its projection shortcut.
   model = WideResNetBlock(features=8, strides=2, groups=4)
@@ -134,24 +129,8 @@ def test_fast_clipping_matches_vmap_and_covers_every_layer(case):
     out = model.apply({'params': p}, xs)
     return jnp.sum(jnp.reshape(out, (out.shape[0], -1)) ** 2, axis=-1)
 
-  n = x.shape[0]
-  mask = jnp.arange(n) < n - 1  # The last slot is padding.
-  _, unclipped = jax.jit(clipping.vmap_clipped_chunk(loss, float('inf')))(
-      params, x, mask)
-  clip = 0.99 * float(np.max(unclipped.norms))  # The largest gets clipped.
-  ref_sum, ref_stats = jax.jit(clipping.vmap_clipped_chunk(loss, clip))(
-      params, x, mask)
-  fast_sum, fast_stats = jax.jit(fast_clipping.fast_clipped_chunk(loss, clip))(
-      params, x, mask)
-  np.testing.assert_allclose(fast_stats.norms, ref_stats.norms, rtol=2e-4,
-                             atol=1e-6)
-  assert float(jnp.max(ref_stats.norms)) > clip
-  np.testing.assert_allclose(_flat(fast_sum), _flat(ref_sum), rtol=2e-4,
-                             atol=2e-6)
-  assert (jax.tree_util.tree_structure(fast_sum) ==
-          jax.tree_util.tree_structure(params))
+  sites = assert_fast_matches_vmap(loss, params, x)
   # Every parameter is on the fast path: nothing falls back to vmap.
-  sites = fast_clipping.find_sites(loss, params, x)
   covered = {s.path + (k,) for s in sites for k in s.param_names}
   assert covered == set(traverse_util.flatten_dict(params))
   assert {s.kind for s in sites} >= {'linear', 'norm'}
