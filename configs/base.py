@@ -98,8 +98,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Performance settings: they change speed and memory, never results or ε.
   config.perf = ml_collections.ConfigDict()
   # fast: per-example norms from the activations and output gradients of
-  # Dense, Conv, Embed and norm layers, clipped sums from the same (book-
-  # keeping; vmap for other parameters); ghost: the same norms, then a second
+  # Dense, DenseGeneral, Dense-like Einsum, Conv, Embed and norm layers,
+  # clipped sums from the same (book-keeping; vmap for other parameters); ghost: the same norms, then a second
   # backward pass weighted by the clip factors (two-pass ghost clipping);
   # vmap: materialise every per-example gradient (the reference). Same results
   # up to rounding; `python -m experiments.benchmark` times them.

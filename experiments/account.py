@@ -17,6 +17,7 @@ from absl import app
 from absl import flags
 import ml_collections
 
+from configs import base
 from jaxdp import accounting
 from jaxdp import sampling
 from jaxdp.errors import ConfigError
@@ -62,8 +63,7 @@ def main(argv):
   if problems:
     print('error: ' + '; '.join(problems), file=sys.stderr)
     sys.exit(2)
-  perf = ml_collections.ConfigDict({'clipping': 'fast', 'microbatch_size': None,
-                                    'batch_overflow_probability': 1e-3})
+  perf = base.get_config().perf  # Performance knobs never change ε.
   try:
     mechanism = build_mechanism(_dp_config(), perf, _N.value, _STEPS.value,
                                 _EPOCHS.value, seed=0)

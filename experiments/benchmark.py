@@ -39,6 +39,8 @@ def main(argv):
     if name not in benchmark.MODELS:
       raise app.UsageError(f'--models: unknown {name!r}; use '
                            f'{",".join(benchmark.MODELS)}')
+  if _WRN_WIDTH.value < 1:
+    raise app.UsageError(f'--wrn_width: must be ≥ 1, got {_WRN_WIDTH.value}')
   for name in _METHODS.value:
     if name not in benchmark.METHODS:
       raise app.UsageError(f'--methods: unknown {name!r}; use '

@@ -41,10 +41,17 @@ from jaxdp.mechanism import build_mechanism
 from jaxdp.models.transformer import next_token_loss
 from jaxdp.train_state import TrainState
 
-METHODS = ('nonprivate', 'vmap', 'vmap_microbatched', 'fast', 'ghost',
-           'fast_noise_free')
 MODELS = ('mlp', 'cnn', 'wrn16_4', 'transformer', 'lora')
 REWARM_BELOW_S = 0.5
+# DP method -> (perf.clipping, in microbatches?, noise multiplier).
+_DP_METHODS = {
+    'vmap': ('vmap', False, 1.0),
+    'vmap_microbatched': ('vmap', True, 1.0),
+    'fast': ('fast', False, 1.0),
+    'ghost': ('ghost', False, 1.0),
+    'fast_noise_free': ('fast', False, 0.0),
+}
+METHODS = ('nonprivate', *_DP_METHODS)
 
 
 @dataclasses.dataclass
@@ -102,16 +109,15 @@ def make_problem(name: str, batch_size: int, seed: int = 0,
 
 def _dp_step(problem: Problem, method: str, batch_size: int,
              microbatch_size: int):
+  clipping_method, microbatched, sigma = _DP_METHODS[method]
   dp = ml_collections.ConfigDict({
       'sampler': 'fixed_size', 'batch_size': batch_size, 'clip_norm': 1.0,
-      'noise_multiplier': 0.0 if method == 'fast_noise_free' else 1.0,
+      'noise_multiplier': sigma,
       'target_epsilon': None, 'delta': 1e-5,
       'accountant': 'rdp', 'allow_large_delta': True})
   perf = ml_collections.ConfigDict({
-      'clipping': ('fast' if method.startswith('fast') else
-                   'ghost' if method == 'ghost' else 'vmap'),
-      'microbatch_size': microbatch_size if method == 'vmap_microbatched'
-                         else None,
+      'clipping': clipping_method,
+      'microbatch_size': microbatch_size if microbatched else None,
       'batch_overflow_probability': 1e-3})
   mechanism = build_mechanism(dp, perf, num_examples=10 * batch_size,
                               num_steps=100, num_epochs=None, seed=0)

@@ -42,6 +42,13 @@ while the loss runs. A first abstract pass (`jax.eval_shape`) lists the calls;
 the real pass adds a zero "perturbation" to each known layer's output and
 records its input, and the gradient with respect to the perturbations is the
 output gradient g. Model code needs no change.
+
+What this assumes: a known layer's parameters are used only through its own
+call. Calls through other methods (`attend`), repeated calls and lifted
+transforms are detected and sent to vmap; a model that reads another module's
+parameters directly out of `self.variables` is not detected. With
+'second_backward' the sum then has a term the norm did not see, so keep such
+models on `perf.clipping='vmap'`.
 """
 
 import dataclasses
@@ -251,7 +258,7 @@ def _site_clipped_sums(site: Site, inputs, out_grads, factors, leaves,
     x_hat = clipping.rows_where(keep, _as_sequences(
         site.normalizer.apply({}, inputs).astype(jnp.float32), n))
     sums['scale'] = jnp.einsum('ntc,ntc->c', x_hat, weighted_g)
-  return {k: v.astype(leaves[k].dtype) for k, v in sums.items()}
+  return sums  # float32; cast to the parameters' dtypes by the caller.
 
 
 CLIPPED_SUMS = ('bookkeeping', 'second_backward')

@@ -26,6 +26,9 @@ import jax
 import jax.numpy as jnp
 
 
+LINEAR_TYPES = (nn.Dense, nn.Conv, nn.DenseGeneral, nn.Einsum)
+
+
 @dataclasses.dataclass(frozen=True)
 class LinearView:
   d: int  # Input features per row.
@@ -99,6 +102,9 @@ def _conv(module, in_shape, out_shape, kernel_shape):
   unfold = _conv_unfold(module, in_shape)
   if unfold is None:
     return None
+  patches = jax.eval_shape(unfold, jax.ShapeDtypeStruct(in_shape, jnp.float32))
+  if patches.shape[1:-2] != tuple(out_shape[1:-1]):
+    return None  # Our reading of the padding disagrees with the layer's.
   n, p = in_shape[0], out_shape[-1]
   d = math.prod(kernel_shape[:-1])
   return LinearView(d, p, lambda x: _rows(n, d)(unfold(x)), _rows(n, p),
@@ -194,5 +200,3 @@ def linear_view(module: nn.Module, args: tuple, kwargs: dict,
                                                             jnp.float32))
   return view if tuple(leaves['bias'].shape) == expected.shape else None
 
-
-LINEAR_TYPES = (nn.Dense, nn.Conv, nn.DenseGeneral, nn.Einsum)

@@ -27,9 +27,10 @@ from jaxdp import noise
 from jaxdp import sampling
 from jaxdp.errors import ConfigError
 
-# perf.clipping -> how a chunk's clipped sum is computed; all agree up to
-# floating-point rounding (tests/test_fast_clipping.py).
-CLIPPING_METHODS = ('fast', 'ghost', 'vmap')
+# perf.clipping -> how the fast path forms the clipped sum ('vmap' uses no
+# fast path); all agree up to rounding (tests/test_fast_clipping.py).
+_CLIPPED_SUMS = {'fast': 'bookkeeping', 'ghost': 'second_backward'}
+CLIPPING_METHODS = (*_CLIPPED_SUMS, 'vmap')
 
 # Separates the noise key from other keys derived from the same seed.
 NOISE_STREAM = 0x401E
@@ -105,9 +106,7 @@ class DpMechanism:
       chunk = clipping.vmap_clipped_chunk(batch_loss, self.clip_norm)
     else:
       chunk = fast_clipping.fast_clipped_chunk(
-          batch_loss, self.clip_norm,
-          'bookkeeping' if self.clipping_method == 'fast' else
-          'second_backward')
+          batch_loss, self.clip_norm, _CLIPPED_SUMS[self.clipping_method])
     return clipping.microbatched(chunk, self.microbatch_size)
 
   def noise_transform(self, seed: int):
