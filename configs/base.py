@@ -66,6 +66,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.dp.allow_large_delta = False
   # pld (tightest) | rdp | rdp_classic (Abadi et al. 2016's conversion).
   config.dp.accountant = 'pld'
+  # False: the sampler and the noise are seeded from `seed`, so a run can be
+  # reproduced, and the seed must then be kept as secret as the data. True:
+  # they are seeded from the operating system's entropy (the secret seed is
+  # kept only in the checkpoints, so a resume is still exact, but a new run
+  # never repeats). See the README's "Secure noise".
+  config.dp.secure_noise = False
 
   config.optimizer = ml_collections.ConfigDict()
   # sgd | adam | adamw | any optax optimizer name taking a learning rate.
@@ -94,6 +100,25 @@ def get_config() -> ml_collections.ConfigDict:
   # Evaluate on the held-out split (and report ε so far) this often; 0 = end only.
   config.eval.every_steps = 50
   config.eval.batch_size = 1000
+
+  config.checkpoint = ml_collections.ConfigDict()
+  # Checkpoints go to <workdir>/checkpoints at the start, at every evaluation,
+  # on SIGTERM/SIGINT and at the end; also every this many steps (0 = no
+  # more). Rerunning the same command resumes from the newest one.
+  config.checkpoint.every_steps = 0
+  # How many of the newest checkpoints are kept on disk.
+  config.checkpoint.keep = 3
+
+  # Divergence recovery: roll back to the newest checkpoint, lower the
+  # learning rate, continue. Every step executed is still accounted.
+  config.recovery = ml_collections.ConfigDict()
+  # A held-out loss above this × the best so far is divergence (0 = only
+  # non-finite losses or parameters are).
+  config.recovery.loss_spike_factor = 10.0
+  # The learning rate is multiplied by this at each rollback.
+  config.recovery.lr_factor = 0.5
+  # After this many rollbacks the run stops with status "diverged".
+  config.recovery.max_rollbacks = 3
 
   # Performance settings: they change speed and memory, never results or ε.
   config.perf = ml_collections.ConfigDict()

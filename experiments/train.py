@@ -4,18 +4,32 @@
       --config.dp.target_epsilon=1
 
 Prints progress, then as its last line one JSON object (also written to
-<workdir>/results.json).
+<workdir>/results.json). Rerunning the command on the same workdir resumes the
+run from its newest checkpoint (or reports it again if it had finished).
+
+Exit status: 0 when the run completed or stopped at its privacy budget, 2 for
+bad settings, 75 when SIGTERM/SIGINT stopped it (a checkpoint was saved: rerun
+to resume), 1 when it diverged beyond recovery.
 """
 
+import re
 import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 from jaxdp.errors import ConfigError
+from jaxdp.train import BUDGET_EXHAUSTED
+from jaxdp.train import COMPLETED
+from jaxdp.train import DIVERGED
+from jaxdp.train import INTERRUPTED
 from jaxdp.train import final_line
 from jaxdp.train import train_and_evaluate
+
+_EXIT_STATUS = {COMPLETED: 0, BUDGET_EXHAUSTED: 0, INTERRUPTED: 75,
+                DIVERGED: 1}
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file, e.g. configs/base.py.',
@@ -27,6 +41,8 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 def main(argv):
   del argv
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO.
   try:
     results = train_and_evaluate(_CONFIG.value, _WORKDIR.value,
                                  log=lambda line: print(line, flush=True))
@@ -34,7 +50,25 @@ def main(argv):
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
   print(final_line(results), flush=True)
+  sys.exit(_EXIT_STATUS[results['status']])
+
+
+def _parse_flags(argv):
+  """absl's parser, with a one-line error instead of a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:  # Also a config value of the wrong type.
+    print(f'error: {e} Fix: see --helpfull for the flags', file=sys.stderr)
+  except (AttributeError, KeyError) as e:  # A key the locked config lacks.
+    words = re.findall(r'[A-Za-z_][A-Za-z0-9_.]*', str(e))
+    guess = re.search(r'Did you mean "([^"]+)"', str(e))
+    hint = f' (did you mean {guess.group(1)!r}?)' if guess else ''
+    print(f'error: config: no field named {words[0] if words else str(e)!r}'
+          f'{hint}. Fix: use a field declared in configs/base.py; the config is '
+          'locked so that a misspelt setting cannot be silently ignored',
+          file=sys.stderr)
+  sys.exit(2)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -14,11 +14,14 @@ cannot change ε.
 """
 
 import dataclasses
+import functools
 import math
+import secrets
 from typing import Optional
 
 import dp_accounting
 import jax
+import numpy as np
 
 from jaxdp import accounting
 from jaxdp import clipping
@@ -34,6 +37,26 @@ CLIPPING_METHODS = (*_CLIPPED_SUMS, 'vmap')
 
 # Separates the noise key from other keys derived from the same seed.
 NOISE_STREAM = 0x401E
+
+# Config seeds are below this; secure seeds (dp.secure_noise) are 128-bit
+# values with the top bit set, far above it.
+MAX_CONFIG_SEED = 2**31 - 1
+
+
+def secure_seed() -> int:
+  """128 bits from the operating system's entropy source (top bit set)."""
+  return secrets.randbits(128) | (1 << 127)
+
+
+def noise_key(seed: int) -> jax.Array:
+  """The key of the noise stream of privacy seed `seed`."""
+  if seed <= MAX_CONFIG_SEED:
+    return jax.random.fold_in(jax.random.key(seed), NOISE_STREAM)
+  # jax.random.key keeps only 32 bits of a Python int without x64, so a
+  # secure seed fills the key's whole 64 bits of data through a SeedSequence.
+  data = np.random.SeedSequence([seed, NOISE_STREAM]).generate_state(
+      2, np.uint32)
+  return jax.random.wrap_key_data(data, impl='threefry2x32')
 
 
 def steps_from_epochs(num_epochs: float, sampling_probability: float) -> int:
@@ -97,8 +120,12 @@ class DpMechanism:
       return 0.0
     if not self.is_private:
       return math.inf
-    return accounting.epsilon(self.accountant, self.neighboring_relation,
-                              self.dp_event(steps), self.delta)
+    return self._epsilon_after(steps)
+
+  @functools.cached_property
+  def _epsilon_after(self):
+    return accounting.epsilon_after(self.accountant, self.neighboring_relation,
+                                    self.step_event(), self.delta)
 
   def clipped_grad_sum(self, batch_loss: clipping.BatchLoss):
     """f(params, batch, mask) -> (clipped sum, stats) with this run's C."""
@@ -111,9 +138,9 @@ class DpMechanism:
 
   def noise_transform(self, seed: int):
     """The optax transformation adding this run's noise, once per step."""
-    key = jax.random.fold_in(jax.random.key(seed), NOISE_STREAM)
     return noise.add_noise_and_normalize(self.noise_std,
-                                         self.expected_batch_size, key)
+                                         self.expected_batch_size,
+                                         noise_key(seed))
 
   def summary(self) -> dict:
     """What a reader needs to interpret the guarantee (JSON-ready)."""
@@ -200,7 +227,9 @@ def _check_dp_fields(dp, num_examples: int) -> None:
 
 
 def build_mechanism(dp, perf, num_examples: int, num_steps: Optional[int],
-                    num_epochs: Optional[float], seed: int) -> DpMechanism:
+                    num_epochs: Optional[float], seed: int,
+                    resumed_noise_multiplier: Optional[float] = None
+                    ) -> DpMechanism:
   """Builds the coupled DP mechanism of a run.
 
   Args:
@@ -212,6 +241,9 @@ def build_mechanism(dp, perf, num_examples: int, num_steps: Optional[int],
     num_steps: logical steps; if None, derived from `num_epochs`.
     num_epochs: expected passes over the data, used when num_steps is None.
     seed: seeds the sampler.
+    resumed_noise_multiplier: σ of the run being resumed. It is kept (a
+      σ set in `dp` must equal it), and the target is then enforced step by
+      step by `budget.Budget` instead of being checked for all planned steps.
 
   Returns:
     A DpMechanism whose ε for the whole run is ≤ dp.target_epsilon if set.
@@ -253,6 +285,16 @@ def build_mechanism(dp, perf, num_examples: int, num_steps: Optional[int],
   accounting.check_supported(dp.accountant, sampler.neighboring_relation,
                              probe.step_event())
   make_event = lambda s: with_sigma(s).dp_event()
+  if resumed_noise_multiplier is not None:
+    if (dp.noise_multiplier is not None
+        and dp.noise_multiplier != resumed_noise_multiplier):
+      raise ConfigError(
+          'dp.noise_multiplier',
+          f'σ={dp.noise_multiplier}, but the run being resumed used '
+          f'σ={resumed_noise_multiplier}',
+          'leave dp.noise_multiplier unset (or set the original σ) to resume, '
+          'or start a new run in a new --workdir')
+    return with_sigma(resumed_noise_multiplier)
   if dp.noise_multiplier is None:
     return with_sigma(_calibrate(dp, sampler.neighboring_relation, make_event,
                                  target))

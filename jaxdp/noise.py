@@ -75,3 +75,27 @@ def add_noise_and_normalize(noise_std: float, expected_batch_size: float,
     return mean, NoiseState(step=state.step + 1, key=state.key)
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+def with_noise_step(opt_state, step):
+  """`opt_state` with every NoiseState's counter set to `step`.
+
+  After a rollback the parameters and optimizer state go back to a checkpoint,
+  but the noise counter must not: the steps undone were executed, and drawing
+  their noise again for different parameters would release the difference of
+  two gradients without noise.
+  """
+  return jax.tree_util.tree_map(
+      lambda s: s._replace(step=jnp.asarray(step, jnp.int32))
+      if isinstance(s, NoiseState) else s,
+      opt_state, is_leaf=lambda s: isinstance(s, NoiseState))
+
+
+def noise_steps(opt_state) -> list:
+  """The counters of the NoiseStates in `opt_state` (host ints)."""
+  found = []
+  jax.tree_util.tree_map(
+      lambda s: found.append(int(s.step)) if isinstance(s, NoiseState) else s,
+      opt_state, is_leaf=lambda s: isinstance(s, NoiseState))
+  return found
+

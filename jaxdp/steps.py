@@ -38,6 +38,8 @@ def make_train_step(batch_loss: Callable, mechanism: DpMechanism,
     grad_sum, stats = clipped_grad_sum(state.params, batch['inputs'],
                                        batch['mask'])
     updates, opt_state = tx.update(grad_sum, state.opt_state, state.params)
+    updates = jax.tree_util.tree_map(
+        lambda u: (u * state.lr_scale).astype(u.dtype), updates)
     params = optax.apply_updates(state.params, updates)
     real = jnp.maximum(batch['mask'].sum(), 1)
     # Diagnostics of the private batch: useful for debugging, but not covered

@@ -2,13 +2,33 @@
 
 The loop: sample a batch on the host (the mechanism's sampler), run the jitted
 step (clip per example, sum, noise once, normalise by the expected batch size,
-optimizer), evaluate every `eval.every_steps` on the held-out split and report
-ε spent so far. Results go to stdout and `<workdir>/results.json`.
+optimizer), and at every evaluation: check for divergence, account, checkpoint,
+then log. Results go to stdout and `<workdir>/results.json`.
+
+What makes a run survive (see the README's "Runs that survive"):
+
+* **Resume.** Rerunning the same command on the same workdir continues from
+  the newest checkpoint. Batches and noise are drawn from (seed, execution
+  index), so the resumed run is bit-identical to one never interrupted. Steps
+  run after the newest checkpoint and lost in a crash had released nothing
+  (results are logged only once their checkpoint is on disk), so re-running
+  them with the same draws is safe, and they are counted once.
+* **Budget.** Before every step `budget.Budget` checks that ε of all
+  executions plus this one stays within `dp.target_epsilon`.
+* **Divergence.** Non-finite parameters, or a held-out loss spike, roll the
+  run back to the newest checkpoint with a lower learning rate. The undone
+  steps stay accounted, and the steps after the rollback draw fresh batches
+  and noise (draws are indexed by executions, which never go back).
+* **Ledger.** Every start, accounted segment, checkpoint, rollback and stop is
+  appended to the hash-chained `privacy_ledger.jsonl`.
 """
 
+import dataclasses
 import json
 import math
 import os
+import signal
+import threading
 import time
 from typing import Callable, Optional
 
@@ -16,16 +36,31 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxdp import budget as budget_lib
+from jaxdp import checkpointing
 from jaxdp import data
+from jaxdp import divergence
+from jaxdp import event_history
+from jaxdp import ledger as ledger_lib
 from jaxdp import models
+from jaxdp import noise
 from jaxdp import optimizers
+from jaxdp import run_identity
 from jaxdp import steps
 from jaxdp.errors import ConfigError
+from jaxdp.mechanism import MAX_CONFIG_SEED
 from jaxdp.mechanism import build_mechanism
+from jaxdp.mechanism import secure_seed
 from jaxdp.train_state import TrainState
 
 # Separates the parameter-initialisation key from the noise key.
 INIT_STREAM = 0x1417
+
+# Exit statuses of a run (results['status']).
+COMPLETED = 'completed'
+BUDGET_EXHAUSTED = 'budget_exhausted'
+INTERRUPTED = 'interrupted'
+DIVERGED = 'diverged'
 
 
 def _batch_arrays(dataset: data.Dataset, batch) -> dict:
@@ -41,44 +76,186 @@ def _json_number(x: float) -> Optional[float]:
   return float(x) if math.isfinite(x) else None
 
 
-def train_and_evaluate(config, workdir: str,
-                       log: Callable[[str], None] = print) -> dict:
-  """Trains `config` with DP and returns (and writes) its results.
-
-  Args:
-    config: a locked ConfigDict shaped like `configs/base.py`.
-    workdir: directory for `results.json` and `config.json` (created).
-    log: receives one progress line per evaluation.
-
-  Returns:
-    A JSON-ready dict with at least accuracy, epsilon, delta,
-    noise_multiplier, steps and wall_seconds.
-  """
-  start = time.time()
+def _check_run_fields(config) -> None:
+  """ConfigError for bad settings outside config.dp (checked before work)."""
+  if not (isinstance(config.seed, int) and 0 <= config.seed <= MAX_CONFIG_SEED):
+    raise ConfigError('seed', f'must be an integer in [0, {MAX_CONFIG_SEED}], '
+                      f'got {config.seed!r}', 'set seed=0 (or another small '
+                      'integer)')
   if not config.eval.batch_size > 0:
     raise ConfigError('eval.batch_size',
                       f'must be > 0, got {config.eval.batch_size}',
                       'set a positive evaluation batch size')
+  for field, value in (('eval.every_steps', config.eval.every_steps),
+                       ('checkpoint.every_steps', config.checkpoint.every_steps),
+                       ('recovery.max_rollbacks', config.recovery.max_rollbacks)):
+    if not (isinstance(value, int) and value >= 0):
+      raise ConfigError(field, f'must be an integer >= 0, got {value!r}',
+                        'set 0 to turn it off, or a positive number')
+  if not (isinstance(config.checkpoint.keep, int) and config.checkpoint.keep >= 1):
+    raise ConfigError('checkpoint.keep',
+                      f'must be an integer >= 1, got {config.checkpoint.keep!r}',
+                      'keep at least one checkpoint, e.g. checkpoint.keep=3')
+  if not 0 < config.recovery.lr_factor < 1:
+    raise ConfigError('recovery.lr_factor',
+                      f'must be in (0, 1), got {config.recovery.lr_factor}',
+                      'lower the learning rate at a rollback, e.g. 0.5')
+  if not config.recovery.loss_spike_factor >= 0:
+    raise ConfigError('recovery.loss_spike_factor',
+                      f'must be >= 0, got {config.recovery.loss_spike_factor}',
+                      'use 0 to turn the loss test off, or e.g. 10')
+
+
+@dataclasses.dataclass
+class Progress:
+  """The host-side state of a run, saved in every checkpoint's meta."""
+
+  privacy_seed: int  # Seeds the sampler and noise (secret if secure_noise).
+  executed: int = 0  # Steps run so far, counting those undone by rollbacks.
+  rollbacks: int = 0
+  best_eval_loss: Optional[float] = None
+  evals: list = dataclasses.field(default_factory=list)
+  rollback_log: list = dataclasses.field(default_factory=list)
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_json(cls, meta: dict) -> 'Progress':
+    return cls(**{f.name: meta[f.name] for f in dataclasses.fields(cls)})
+
+
+class _StopSignals:
+  """Turns SIGTERM/SIGINT into a flag the loop polls between steps."""
+
+  def __init__(self):
+    self.received = None
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.received = signal.Signals(signum).name
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def train_and_evaluate(config, workdir: str,
+                       log: Callable[[str], None] = print) -> dict:
+  """Trains `config` with DP (resuming from `workdir`) and returns results.
+
+  Args:
+    config: a locked ConfigDict shaped like `configs/base.py`.
+    workdir: directory for checkpoints, the privacy ledger, `results.json`
+      and `config.json` (created). If it holds a checkpoint, the run resumes.
+    log: receives one progress line per evaluation and every event.
+
+  Returns:
+    A JSON-ready dict with at least status, accuracy, epsilon (spent), delta,
+    noise_multiplier, steps, executed_steps and wall_seconds.
+  """
+  start = time.time()
+  _check_run_fields(config)
   dataset = data.load_dataset(config.data)
-  mechanism = build_mechanism(config.dp, config.perf, dataset.num_train,
-                              config.train.num_steps, config.train.num_epochs,
-                              config.seed)
   model = models.build_model(config.model, dataset.num_classes)
   sample_input = jnp.asarray(dataset.train_images[:1])
   models.check_no_example_mixing(model, sample_input)
+  os.makedirs(workdir, exist_ok=True)
+  checkpointer = checkpointing.Checkpointer(workdir, config.checkpoint.keep)
+  latest = checkpointer.latest()
+  meta = None if latest is None else checkpointer.read_meta(latest)
+  try:
+    ledger = ledger_lib.Ledger(workdir)
+  except ledger_lib.LedgerError as e:
+    raise ConfigError('ledger', f'{ledger_lib.FILENAME} in the workdir is '
+                      f'damaged ({e})', 'restore the original file; jaxdp '
+                      'never resumes a run whose record of spending was '
+                      'altered') from e
+  if meta is None and ledger.executions() > 0:
+    raise ConfigError('checkpoint', 'the ledger records executed steps but the '
+                      'workdir has no checkpoint', 'restore the checkpoints '
+                      'directory, or start over in a new --workdir')
 
+  if meta is None:
+    progress = Progress(privacy_seed=secure_seed() if config.dp.secure_noise
+                        else config.seed)
+  else:
+    progress = Progress.from_json(meta)
+  mechanism = build_mechanism(
+      config.dp, config.perf, dataset.num_train, config.train.num_steps,
+      config.train.num_epochs, progress.privacy_seed,
+      resumed_noise_multiplier=None if meta is None
+      else meta['privacy']['noise_multiplier'])
+  settings = run_identity.privacy_settings(mechanism, dataset, config)
+  if meta is not None:
+    run_identity.check_resume(meta['privacy'], settings)
   init_key = jax.random.fold_in(jax.random.key(config.seed), INIT_STREAM)
   params = model.init(init_key, sample_input)['params']
   num_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
   tx = optax.chain(
-      mechanism.noise_transform(config.seed),  # Privatise first ...
+      mechanism.noise_transform(progress.privacy_seed),  # Privatise first ...
       optimizers.build_optimizer(config.optimizer, mechanism.num_steps))  # ... then post-process.
   state = TrainState(step=jnp.zeros([], jnp.int32), params=params,
                      opt_state=tx.init(params))
+  if meta is not None:
+    state, _ = checkpointer.restore(latest, state)
+    if noise.noise_steps(state.opt_state) != [progress.executed]:
+      raise ConfigError('checkpoint', f'{checkpointer.directory}/{latest}: '
+                        'its noise counter disagrees with its executions',
+                        'start over in a new --workdir')
+    anchor = meta['ledger']
+    if (anchor['entries'] > len(ledger.entries) or
+        ledger.entries[anchor['entries'] - 1]['hash'] != anchor['head']):
+      raise ConfigError('ledger', f'{ledger_lib.FILENAME} does not contain the '
+                        'entries the newest checkpoint recorded (lines were '
+                        'cut or replaced)', 'restore the original file')
   train_step = steps.make_train_step(steps.classification_loss(model.apply),
                                      mechanism, tx)
   eval_step = steps.make_eval_step(model.apply)
   eval_batch = min(config.eval.batch_size, len(dataset.test_labels))
+  step_event = mechanism.step_event()
+  event_json = event_history.event_to_json(step_event)
+
+  def accounted() -> int:
+    # Draws re-run after a crash are the same draws: counted once.
+    return max(progress.executed, ledger.executions())
+
+  epsilons = {}
+
+  def epsilon_of(executions: int) -> float:  # One accountant run per count.
+    if executions not in epsilons:
+      epsilons[executions] = mechanism.epsilon(executions)
+    return epsilons[executions]
+
+  def spent() -> float:
+    return epsilon_of(accounted())
+
+  def account() -> None:
+    """Appends a ledger segment for the executions not yet in it."""
+    first = ledger.executions()
+    if progress.executed > first:
+      ledger.append('segment', {
+          'event': event_json, 'first': first,
+          'count': progress.executed - first,
+          'epsilon': _json_number(spent())})
+
+  def checkpoint(state) -> None:
+    account()
+    if checkpointer.latest() == progress.executed:
+      return  # Nothing ran since the newest checkpoint.
+    checkpointer.save(progress.executed, state, dict(
+        progress.to_json(), privacy=settings, logical_step=int(state.step),
+        config=json.loads(config.to_json()),
+        ledger={'entries': len(ledger.entries), 'head': ledger.head}))
+    ledger.append('checkpoint', {'executed': progress.executed,
+                                 'step': int(state.step)})
 
   s = mechanism.summary()
   log(f'data {dataset.name}: {dataset.num_train} train / '
@@ -89,37 +266,134 @@ def train_and_evaluate(config, workdir: str,
       f'{mechanism.sampler.padded_size}), C={config.dp.clip_norm:g}, '
       f'σ={s["noise_multiplier"]:.4g}, {s["steps"]} steps, '
       f'ε={s["epsilon"] if s["epsilon"] is None else round(s["epsilon"], 4)} '
-      f'at δ={s["delta"]:g} ({s["accountant"]}, {s["neighboring_relation"]})')
+      f'at δ={s["delta"]:g} ({s["accountant"]}, {s["neighboring_relation"]})'
+      + (', seeds from OS entropy' if config.dp.secure_noise else ''))
+  common = {'config_hash': run_identity.config_hash(config),
+            'code_version': run_identity.code_version()}
+  if meta is None:
+    ledger.append('run_start', dict(common, privacy=settings,
+                                    planned_steps=mechanism.num_steps))
+    checkpoint(state)
+  else:
+    ledger.append('resume', dict(common, executed=progress.executed,
+                                 step=int(state.step),
+                                 planned_steps=mechanism.num_steps))
+    log(f'resumed from {checkpointer.directory}/{latest}: step '
+        f'{int(state.step)}, {progress.executed} steps executed, ε '
+        f'{spent():.4f} spent')
 
-  every = config.eval.every_steps or mechanism.num_steps
-  history = []
+  planned = mechanism.num_steps
+  budget = budget_lib.Budget(
+      epsilon_of, mechanism.target_epsilon if mechanism.is_private else None,
+      planned=max(planned, accounted()),
+      cap=accounted() + planned * (config.recovery.max_rollbacks + 2))
+  every = config.eval.every_steps or planned
+  ckpt_every = config.checkpoint.every_steps
+  status = COMPLETED
   test_loss = accuracy = float('nan')
-  for step in range(mechanism.num_steps):
-    batch = _batch_arrays(dataset, mechanism.sampler.sample(step))
-    state, metrics = train_step(state, batch)
-    done = step + 1
-    if done % every == 0 or done == mechanism.num_steps:
-      test_loss, accuracy = steps.evaluate(
-          eval_step, state.params, dataset.test_images, dataset.test_labels,
-          eval_batch)
-      eps = mechanism.epsilon(done)
-      diagnostics = {k: float(v) for k, v in metrics.items()}
-      history.append({
-          'step': done, 'test_loss': _json_number(test_loss),
-          'accuracy': _json_number(accuracy), 'epsilon': _json_number(eps),
-          'wall_seconds': time.time() - start,
-          # Statistics of the private batch, outside the DP guarantee.
-          'non_private_diagnostics': {k: _json_number(v)
-                                      for k, v in diagnostics.items()},
-      })
-      log(f'step {done}/{mechanism.num_steps} | test_loss {test_loss:.4f} | '
-          f'accuracy {accuracy:.4f} | ε {eps:.4f} | batch_loss '
-          f'{diagnostics["batch_loss"]:.4f} (not private) | clipped '
-          f'{diagnostics["clipped_fraction"]:.2f} | '
-          f'{time.time() - start:.1f}s')
+  with _StopSignals() as signals:
+    while int(state.step) < planned:
+      if signals.received:
+        status = INTERRUPTED
+        break
+      replaying = progress.executed < ledger.executions()
+      if not replaying and not budget.allows(progress.executed):
+        status = BUDGET_EXHAUSTED
+        break
+      batch = _batch_arrays(dataset,
+                            mechanism.sampler.sample(progress.executed))
+      state, metrics = train_step(state, batch)
+      progress.executed += 1
+      done = int(state.step)
+      evaluate_now = done % every == 0 or done == planned
+      if not (evaluate_now or (ckpt_every and done % ckpt_every == 0)):
+        continue
+      eval_loss = None
+      if evaluate_now:
+        test_loss, accuracy = steps.evaluate(
+            eval_step, state.params, dataset.test_images, dataset.test_labels,
+            eval_batch)
+        eval_loss = test_loss
+      why = divergence.reason(divergence.params_finite(state.params),
+                              eval_loss, progress.best_eval_loss,
+                              config.recovery.loss_spike_factor)
+      if why is not None:
+        account()
+        if progress.rollbacks >= config.recovery.max_rollbacks:
+          ledger.append('divergence_stop', {
+              'reason': why, 'step': done, 'executed': progress.executed,
+              'epsilon': _json_number(spent())})
+          log(f'step {done}: diverged ({why}) after '
+              f'{progress.rollbacks} rollbacks: stopping; the newest '
+              'checkpoint is kept')
+          state, _ = checkpointer.restore(checkpointer.latest(), state)
+          status = DIVERGED
+          break
+        state = _roll_back(checkpointer, state, progress, config, done, why,
+                           ledger, log)
+        checkpoint(state)
+        continue
+      if eval_loss is not None:
+        progress.best_eval_loss = min(eval_loss, progress.best_eval_loss
+                                      if progress.best_eval_loss is not None
+                                      else math.inf)
+        diagnostics = {k: float(v) for k, v in metrics.items()}
+        progress.evals.append({
+            'step': done, 'executed': progress.executed,
+            'test_loss': _json_number(test_loss),
+            'accuracy': _json_number(accuracy),
+            'epsilon': _json_number(spent()),
+            'wall_seconds': time.time() - start,
+            # Statistics of the private batch, outside the DP guarantee.
+            'non_private_diagnostics': {k: _json_number(v)
+                                        for k, v in diagnostics.items()},
+        })
+      checkpoint(state)  # Results are logged only once their state is saved.
+      if eval_loss is not None:
+        row = progress.evals[-1]
+        log(f'step {done}/{planned} | test_loss {test_loss:.4f} | accuracy '
+            f'{accuracy:.4f} | ε {spent():.4f} | batch_loss '
+            f'{row["non_private_diagnostics"]["batch_loss"]:.4f} (not '
+            f'private) | clipped '
+            f'{row["non_private_diagnostics"]["clipped_fraction"]:.2f} | '
+            f'{time.time() - start:.1f}s')
 
-  results = dict(s)  # The guarantee of the whole run, computed above.
+  done = int(state.step)
+  if status == INTERRUPTED:
+    if divergence.params_finite(state.params):
+      checkpoint(state)
+    account()
+    ledger.append('interrupted', {'signal': signals.received, 'step': done,
+                                  'executed': progress.executed,
+                                  'epsilon': _json_number(spent())})
+    log(f'{signals.received} at step {done}: checkpoint saved; rerun the same '
+        'command to resume')
+  if status == BUDGET_EXHAUSTED:
+    checkpoint(state)
+    remaining = budget.remaining(accounted())
+    ledger.append('budget_stop', {'step': done, 'executed': progress.executed,
+                                  'epsilon': _json_number(spent()),
+                                  'remaining': remaining})
+    log(f'budget: stopped at step {done}/{planned} after '
+        f'{progress.executed} executed steps; ε {spent():.4f} of the target '
+        f'{mechanism.target_epsilon:g} is spent, {remaining:.4g} remains, and '
+        'one more step would exceed it')
+  if status != COMPLETED or math.isnan(accuracy):
+    test_loss, accuracy = steps.evaluate(
+        eval_step, state.params, dataset.test_images, dataset.test_labels,
+        eval_batch)
+
+  eps = spent()
+  results = dict(s)  # The planned run; `epsilon` is replaced by ε spent.
   results.update({
+      'status': status,
+      'epsilon': _json_number(eps),
+      'planned_epsilon': s['epsilon'],
+      'steps': done,
+      'planned_steps': planned,
+      'executed_steps': accounted(),
+      'rollbacks': progress.rollbacks,
+      'epsilon_remaining': budget.remaining(accounted()),
       'accuracy': _json_number(accuracy),
       'test_loss': _json_number(test_loss),
       'dataset': dataset.name,
@@ -128,11 +402,18 @@ def train_and_evaluate(config, workdir: str,
       'model': config.model.name,
       'num_params': int(num_params),
       'seed': config.seed,
+      'secure_noise': bool(config.dp.secure_noise),
       'platform': jax.devices()[0].platform,
       'wall_seconds': time.time() - start,
-      'history': history,
+      'history': progress.evals,
+      'rollback_log': progress.rollback_log,
   })
-  os.makedirs(workdir, exist_ok=True)
+  ledger.append('final', {'status': status, 'step': done,
+                          'executed': accounted(),
+                          'epsilon': _json_number(eps),
+                          'delta': mechanism.delta,
+                          'accuracy': results['accuracy']})
+  results['ledger_head'] = ledger.head
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     f.write(config.to_json(indent=2))
   with open(os.path.join(workdir, 'results.json'), 'w') as f:
@@ -140,7 +421,31 @@ def train_and_evaluate(config, workdir: str,
   return results
 
 
+def _roll_back(checkpointer, state, progress: Progress, config, step: int,
+               why: str, ledger, log) -> TrainState:
+  """The newest checkpoint's state, with a lower learning rate."""
+  latest = checkpointer.latest()
+  restored, meta = checkpointer.restore(latest, state)
+  lr_scale = float(restored.lr_scale) * config.recovery.lr_factor
+  state = restored.replace(
+      lr_scale=jnp.asarray(lr_scale, jnp.float32),
+      # Later steps draw fresh noise: the undone draws stay spent.
+      opt_state=noise.with_noise_step(restored.opt_state, progress.executed))
+  progress.rollbacks += 1
+  progress.best_eval_loss = meta['best_eval_loss']
+  event = {'reason': why, 'step': step, 'executed': progress.executed,
+           'to_step': int(state.step), 'to_checkpoint': latest,
+           'lr_scale': lr_scale}
+  progress.rollback_log.append(event)
+  ledger.append('rollback', event)
+  log(f'step {step}: diverged ({why}); rolled back to step '
+      f'{int(state.step)} (checkpoint {latest}), learning rate × {lr_scale:g}; '
+      f'the {progress.executed - latest} steps since stay accounted')
+  return state
+
+
 def final_line(results: dict) -> str:
   """The one-line JSON summary printed last (history left out)."""
-  return json.dumps({k: v for k, v in results.items() if k != 'history'},
+  return json.dumps({k: v for k, v in results.items()
+                     if k not in ('history', 'rollback_log')},
                     allow_nan=False)

@@ -1,0 +1,217 @@
+"""The privacy ledger: an append-only, hash-chained record of what a run spent.
+
+`<workdir>/privacy_ledger.jsonl` holds one JSON object per line:
+
+    {"index": i, "kind": ..., "data": {...}, "prev": h_{i-1}, "hash": h_i}
+
+with h_i = SHA-256(h_{i-1} ‖ canonical JSON of {index, kind, data, prev}) and
+h_{-1} = 64 zeros. Canonical JSON is sorted keys, no spaces, UTF-8. Editing,
+deleting, inserting or reordering any line breaks the chain at that line.
+
+Kinds written by the trainer:
+* ``run_start``: config hash, code version, dataset fingerprint, the privacy
+  settings and the target.
+* ``resume``: a restart from a checkpoint.
+* ``segment``: executions of one step's DpEvent since the last segment
+  (`first` is the index of the first execution, `count` how many), with the ε of
+  everything executed so far.
+* ``checkpoint``, ``rollback``, ``budget_stop``, ``final``: what they say.
+
+`verify` checks the chain, checks that segments are contiguous, and re-runs the
+accountant from the logged events: every recorded ε must be what the events
+give. A hash chain cannot by itself reveal lines cut from the *end*; the latest
+checkpoint records the ledger's length and head hash, and `verify` checks them.
+"""
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+from typing import Optional
+
+import dp_accounting
+
+from jaxdp import event_history
+
+FILENAME = 'privacy_ledger.jsonl'
+GENESIS = '0' * 64
+
+# Recorded and recomputed ε must agree to this relative precision; the same
+# accountant on the same events gives the same float, this only absorbs
+# printing.
+_EPSILON_RTOL = 1e-9
+
+
+def canonical_json(value) -> str:
+  return json.dumps(value, sort_keys=True, separators=(',', ':'),
+                    ensure_ascii=False, allow_nan=False)
+
+
+def entry_hash(prev: str, body: dict) -> str:
+  payload = prev + canonical_json(body)
+  return hashlib.sha256(payload.encode('utf-8')).hexdigest()
+
+
+class LedgerError(ValueError):
+  """The ledger file is not a valid chain; `line` is 1-based."""
+
+  def __init__(self, line: int, problem: str):
+    self.line = line
+    self.problem = problem
+    super().__init__(f'line {line}: {problem}')
+
+
+def _parse(path: str) -> list:
+  """The entries of the file at `path`, each checked against the chain."""
+  entries = []
+  prev = GENESIS
+  with open(path, encoding='utf-8') as f:
+    lines = f.read().split('\n')
+  if lines and lines[-1] == '':
+    lines.pop()
+  for number, line in enumerate(lines, start=1):
+    try:
+      entry = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise LedgerError(number, f'not valid JSON ({e.msg})') from e
+    if not isinstance(entry, dict) or set(entry) != {
+        'index', 'kind', 'data', 'prev', 'hash'}:
+      raise LedgerError(number, 'not a ledger entry (expected the keys '
+                        'index, kind, data, prev, hash)')
+    if entry['index'] != number - 1:
+      raise LedgerError(number, f'index {entry["index"]!r} where {number - 1} '
+                        'was expected: an entry was deleted, inserted or moved')
+    if entry['prev'] != prev:
+      raise LedgerError(number, 'does not chain to the line before it: an '
+                        'entry was deleted, inserted or moved')
+    body = {k: entry[k] for k in ('index', 'kind', 'data', 'prev')}
+    if entry_hash(prev, body) != entry['hash']:
+      raise LedgerError(number, 'its hash does not match its content: the '
+                        'entry was edited')
+    prev = entry['hash']
+    entries.append(entry)
+  return entries
+
+
+class Ledger:
+  """Appends entries to a workdir's ledger, continuing its chain."""
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, FILENAME)
+    self.entries = _parse(self.path) if os.path.exists(self.path) else []
+
+  @property
+  def head(self) -> str:
+    return self.entries[-1]['hash'] if self.entries else GENESIS
+
+  def append(self, kind: str, data: dict) -> dict:
+    body = {'index': len(self.entries), 'kind': kind, 'data': data,
+            'prev': self.head}
+    entry = dict(body, hash=entry_hash(self.head, body))
+    os.makedirs(os.path.dirname(self.path), exist_ok=True)
+    with open(self.path, 'a', encoding='utf-8') as f:
+      f.write(canonical_json(entry) + '\n')
+      f.flush()
+      os.fsync(f.fileno())
+    self.entries.append(entry)
+    return entry
+
+  def executions(self) -> int:
+    """Executions recorded in segments so far."""
+    return sum(e['data']['count'] for e in self.entries
+               if e['kind'] == 'segment')
+
+  def segments(self) -> list:
+    return [event_history.Segment.from_json(e['data'])
+            for e in self.entries if e['kind'] == 'segment']
+
+
+@dataclasses.dataclass
+class Report:
+  entries: int
+  executions: int
+  epsilon: Optional[float]
+  delta: Optional[float]
+  head: str
+
+
+def _close(a: float, b: float) -> bool:
+  return math.isclose(a, b, rel_tol=_EPSILON_RTOL, abs_tol=1e-12)
+
+
+def verify(path: str, anchor: Optional[dict] = None) -> Report:
+  """Checks the ledger at `path`; raises LedgerError at the first bad line.
+
+  Args:
+    path: the ledger file.
+    anchor: optionally {'entries': n, 'head': hash} recorded elsewhere (the
+      latest checkpoint): the ledger must contain that entry.
+
+  Returns:
+    A Report of the verified ledger.
+  """
+  entries = _parse(path)
+  if not entries:
+    raise LedgerError(1, 'the ledger is empty')
+  if entries[0]['kind'] != 'run_start':
+    raise LedgerError(1, f'the first entry is {entries[0]["kind"]!r}, not '
+                      'run_start')
+  settings = entries[0]['data']['privacy']
+  relation = dp_accounting.NeighboringRelation[
+      settings['neighboring_relation'].upper()]
+  accountant, delta = settings['accountant'], settings['delta']
+  segments = []
+  epsilon = 0.0
+  for number, entry in enumerate(entries, start=1):
+    data = entry['data']
+    if entry['kind'] == 'segment':
+      try:
+        segment = event_history.Segment.from_json(data)
+      except (KeyError, TypeError, ValueError) as e:
+        raise LedgerError(number, f'bad segment ({e})') from e
+      done = event_history.executions(segments)
+      if data.get('first') != done:
+        raise LedgerError(number, f'segment starts at execution '
+                          f'{data.get("first")!r}, but {done} were recorded '
+                          'before it')
+      segments.append(segment)
+      epsilon = event_history.epsilon(segments, accountant, relation, delta)
+      if not _close(data.get('epsilon', math.nan), epsilon):
+        raise LedgerError(number, f'records ε={data.get("epsilon")!r}, but '
+                          f'its events give ε={epsilon!r}')
+    elif 'epsilon' in data and data['epsilon'] is not None:
+      if not _close(data['epsilon'], epsilon):
+        raise LedgerError(number, f'{entry["kind"]} records '
+                          f'ε={data["epsilon"]!r}, but the segments before it '
+                          f'give ε={epsilon!r}')
+  if anchor is not None:
+    n = anchor['entries']
+    if n > len(entries):
+      raise LedgerError(len(entries) + 1, f'the latest checkpoint was written '
+                        f'after entry {n}, but the ledger ends at entry '
+                        f'{len(entries)}: entries were cut from the end')
+    if entries[n - 1]['hash'] != anchor['head']:
+      raise LedgerError(n, 'differs from the entry the latest checkpoint '
+                        'recorded')
+  return Report(entries=len(entries),
+                executions=event_history.executions(segments),
+                epsilon=epsilon if segments else 0.0, delta=delta,
+                head=entries[-1]['hash'])
+
+
+def verify_workdir(workdir: str) -> dict:
+  """`verify` on a workdir's ledger, anchored by its newest checkpoint."""
+  from jaxdp import checkpointing  # Heavy (orbax); only the CLI needs it.
+  path = os.path.join(workdir, FILENAME)
+  if not os.path.exists(path):
+    raise LedgerError(1, f'there is no {FILENAME} in {workdir}')
+  anchor = None
+  checkpoints = os.path.join(workdir, checkpointing.DIRNAME)
+  if os.path.isdir(checkpoints):
+    checkpointer = checkpointing.Checkpointer(workdir, keep=None)
+    latest = checkpointer.latest()
+    if latest is not None:
+      anchor = checkpointer.read_meta(latest)['ledger']
+  report = verify(path, anchor)
+  return dataclasses.asdict(report)

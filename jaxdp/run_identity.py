@@ -1,0 +1,85 @@
+"""What identifies a run: its privacy settings, data, code and config.
+
+Written into the ledger's `run_start` entry and into every checkpoint. A resume
+is allowed only if the privacy settings it would run with are the ones the
+checkpoint was written under (`check_resume`): resuming with another σ, C, q,
+δ, sampler, accountant, target, seed or dataset would silently change what the
+accountant of the run means.
+"""
+
+import hashlib
+import json
+import pathlib
+
+from jaxdp import __version__
+from jaxdp.errors import ConfigError
+
+# privacy_settings key -> the config field a user changes to change it.
+_FIELDS = {
+    'noise_multiplier': 'dp.noise_multiplier',
+    'clip_norm': 'dp.clip_norm',
+    'expected_batch_size': 'dp.batch_size',
+    'delta': 'dp.delta',
+    'sampler': 'dp.sampler',
+    'neighboring_relation': 'dp.sampler',
+    'accountant': 'dp.accountant',
+    'target_epsilon': 'dp.target_epsilon',
+    'secure_noise': 'dp.secure_noise',
+    'seed': 'seed',
+    'num_examples': 'data.name',
+    'dataset': 'data.name',
+    'dataset_fingerprint': 'data.name',
+}
+
+
+def privacy_settings(mechanism, dataset, config) -> dict:
+  """The settings that decide the guarantee, JSON-ready."""
+  s = mechanism.summary()
+  return {
+      'noise_multiplier': s['noise_multiplier'],
+      'clip_norm': s['clip_norm'],
+      'expected_batch_size': s['expected_batch_size'],
+      'sampling_probability': s['sampling_probability'],
+      'delta': s['delta'],
+      'sampler': s['sampler'],
+      'neighboring_relation': s['neighboring_relation'],
+      'accountant': s['accountant'],
+      'target_epsilon': s['target_epsilon'],
+      'secure_noise': bool(config.dp.secure_noise),
+      # The sampler's and noise's seed is secret under secure_noise; the
+      # config seed then seeds the initialisation only.
+      'seed': None if config.dp.secure_noise else config.seed,
+      'num_examples': dataset.num_train,
+      'dataset': dataset.name,
+      'dataset_fingerprint': dataset.fingerprint(),
+  }
+
+
+def check_resume(saved: dict, current: dict) -> None:
+  """Raises ConfigError naming the first privacy setting that changed."""
+  for key, field in _FIELDS.items():
+    if saved.get(key) != current.get(key):
+      raise ConfigError(
+          field,
+          f'the checkpoint was written with {key}={saved.get(key)!r}, this '
+          f'config gives {key}={current.get(key)!r}; resuming would change '
+          'the privacy guarantee of the run',
+          f'set {field} back to the value in the workdir\'s config.json to '
+          'resume, or start a new run in a new --workdir')
+
+
+def config_hash(config) -> str:
+  """SHA-256 of the resolved config as canonical JSON."""
+  canonical = json.dumps(json.loads(config.to_json()), sort_keys=True,
+                         separators=(',', ':'))
+  return hashlib.sha256(canonical.encode('utf-8')).hexdigest()
+
+
+def code_version() -> str:
+  """jaxdp's version and a SHA-256 over its Python sources."""
+  root = pathlib.Path(__file__).parent
+  digest = hashlib.sha256()
+  for path in sorted(root.rglob('*.py')):
+    digest.update(str(path.relative_to(root)).encode('utf-8'))
+    digest.update(path.read_bytes())
+  return f'jaxdp {__version__} sources sha256:{digest.hexdigest()[:16]}'
