@@ -273,6 +273,11 @@ def train_and_evaluate(config, workdir: str,
   if meta is None:
     ledger.append('run_start', dict(common, privacy=settings,
                                     planned_steps=mechanism.num_steps))
+    # The loss at initialisation is the first baseline for spike detection
+    # (held-out data: no privacy cost).
+    progress.best_eval_loss, _ = steps.evaluate(
+        eval_step, state.params, dataset.test_images, dataset.test_labels,
+        eval_batch)
     checkpoint(state)
   else:
     ledger.append('resume', dict(common, executed=progress.executed,
