@@ -16,6 +16,7 @@ differ in tightness only.
 """
 
 import contextlib
+import functools
 import logging
 import math
 from typing import Callable
@@ -131,9 +132,12 @@ def epsilon_after(
   of up to a second); PLD is recomputed for every k.
   """
   if name == 'pld':
-    return lambda k: 0.0 if k == 0 else epsilon(
-        name, neighboring_relation,
-        dp_accounting.SelfComposedDpEvent(step_event, int(k)), delta)
+    @functools.lru_cache(maxsize=None)
+    def pld_epsilon(k: int) -> float:
+      return 0.0 if k == 0 else epsilon(
+          name, neighboring_relation,
+          dp_accounting.SelfComposedDpEvent(step_event, k), delta)
+    return lambda k: pld_epsilon(int(k))
   one_step = make_accountant(name, neighboring_relation)
   with _quiet_rdp_probes():
     one_step.compose(step_event)

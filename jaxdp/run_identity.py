@@ -9,6 +9,7 @@ accountant of the run means.
 
 import hashlib
 import json
+import math
 import pathlib
 
 from jaxdp import __version__
@@ -34,17 +35,17 @@ _FIELDS = {
 
 def privacy_settings(mechanism, dataset, config) -> dict:
   """The settings that decide the guarantee, JSON-ready."""
-  s = mechanism.summary()
   return {
-      'noise_multiplier': s['noise_multiplier'],
-      'clip_norm': s['clip_norm'],
-      'expected_batch_size': s['expected_batch_size'],
-      'sampling_probability': s['sampling_probability'],
-      'delta': s['delta'],
-      'sampler': s['sampler'],
-      'neighboring_relation': s['neighboring_relation'],
-      'accountant': s['accountant'],
-      'target_epsilon': s['target_epsilon'],
+      'noise_multiplier': mechanism.noise_multiplier,
+      'clip_norm': mechanism.clip_norm if math.isfinite(mechanism.clip_norm)
+                   else None,
+      'expected_batch_size': mechanism.expected_batch_size,
+      'sampling_probability': mechanism.sampling_probability,
+      'delta': mechanism.delta,
+      'sampler': mechanism.sampler.name,
+      'neighboring_relation': mechanism.neighboring_relation.name.lower(),
+      'accountant': mechanism.accountant,
+      'target_epsilon': mechanism.target_epsilon,
       'secure_noise': bool(config.dp.secure_noise),
       # The sampler's and noise's seed is secret under secure_noise; the
       # config seed then seeds the initialisation only.

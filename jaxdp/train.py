@@ -227,15 +227,8 @@ def train_and_evaluate(config, workdir: str,
     # Draws re-run after a crash are the same draws: counted once.
     return max(progress.executed, ledger.executions())
 
-  epsilons = {}
-
-  def epsilon_of(executions: int) -> float:  # One accountant run per count.
-    if executions not in epsilons:
-      epsilons[executions] = mechanism.epsilon(executions)
-    return epsilons[executions]
-
-  def spent() -> float:
-    return epsilon_of(accounted())
+  def spent() -> float:  # The mechanism remembers ε for each count.
+    return mechanism.epsilon(accounted())
 
   def account() -> None:
     """Appends a ledger segment for the executions not yet in it."""
@@ -289,7 +282,8 @@ def train_and_evaluate(config, workdir: str,
 
   planned = mechanism.num_steps
   budget = budget_lib.Budget(
-      epsilon_of, mechanism.target_epsilon if mechanism.is_private else None,
+      mechanism.epsilon,
+      mechanism.target_epsilon if mechanism.is_private else None,
       planned=max(planned, accounted()),
       cap=accounted() + planned * (config.recovery.max_rollbacks + 2))
   every = config.eval.every_steps or planned

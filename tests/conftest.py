@@ -1,5 +1,9 @@
 """Shared test helpers: tiny configs and a small MLP problem."""
 
+import os
+import shutil
+import tempfile
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -8,10 +12,27 @@ from configs import base
 from jaxdp.models import MLP
 
 
+_CACHE_DIR = pytest.StashKey[str]()
+
+
 def pytest_configure(config):
+  # Many tests compile the same small programs (and the command-line tests do
+  # so in subprocesses): share compiled executables through a persistent
+  # cache for this session only. Results are unaffected: entries are keyed by
+  # the program and the compiler's settings.
+  cache = tempfile.mkdtemp(prefix='jaxdp-test-xla-cache-')
+  config.stash[_CACHE_DIR] = cache
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = cache
+  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0.2'
+  jax.config.update('jax_compilation_cache_dir', cache)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.2)
   config.addinivalue_line(
       'markers', 'slow: long runs (real data, full experiments); '
       'deselected unless -m slow')
+
+
+def pytest_unconfigure(config):
+  shutil.rmtree(config.stash.get(_CACHE_DIR, ''), ignore_errors=True)
 
 
 @pytest.fixture
