@@ -136,8 +136,11 @@ class Report:
   head: str
 
 
-def _close(a: float, b: float) -> bool:
-  return math.isclose(a, b, rel_tol=_EPSILON_RTOL, abs_tol=1e-12)
+def _close(recorded, computed: float) -> bool:
+  if recorded is None:  # JSON has no inf: a non-private run records null.
+    return math.isinf(computed)
+  return math.isclose(recorded, computed, rel_tol=_EPSILON_RTOL,
+                      abs_tol=1e-12)
 
 
 def verify(path: str, anchor: Optional[dict] = None) -> Report:
@@ -165,6 +168,15 @@ def verify(path: str, anchor: Optional[dict] = None) -> Report:
   epsilon = 0.0
   for number, entry in enumerate(entries, start=1):
     data = entry['data']
+    if entry['kind'] == 'run_start' and number > 1:
+      # A start that failed before its first step may be followed by another.
+      if segments:
+        raise LedgerError(number, 'a second run_start after steps were '
+                          'executed')
+      settings = data['privacy']
+      relation = dp_accounting.NeighboringRelation[
+          settings['neighboring_relation'].upper()]
+      accountant, delta = settings['accountant'], settings['delta']
     if entry['kind'] == 'segment':
       try:
         segment = event_history.Segment.from_json(data)
@@ -180,7 +192,7 @@ def verify(path: str, anchor: Optional[dict] = None) -> Report:
       if not _close(data.get('epsilon', math.nan), epsilon):
         raise LedgerError(number, f'records ε={data.get("epsilon")!r}, but '
                           f'its events give ε={epsilon!r}')
-    elif 'epsilon' in data and data['epsilon'] is not None:
+    elif 'epsilon' in data and segments:
       if not _close(data['epsilon'], epsilon):
         raise LedgerError(number, f'{entry["kind"]} records '
                           f'ε={data["epsilon"]!r}, but the segments before it '
@@ -196,7 +208,7 @@ def verify(path: str, anchor: Optional[dict] = None) -> Report:
                         'recorded')
   return Report(entries=len(entries),
                 executions=event_history.executions(segments),
-                epsilon=epsilon if segments else 0.0, delta=delta,
+                epsilon=None if math.isinf(epsilon) else epsilon, delta=delta,
                 head=entries[-1]['hash'])
 
 

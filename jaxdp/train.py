@@ -245,6 +245,9 @@ def train_and_evaluate(config, workdir: str,
       return  # Nothing ran since the newest checkpoint.
     checkpointer.save(progress.executed, state, dict(
         progress.to_json(), privacy=settings, logical_step=int(state.step),
+        # The accountant's history: every execution so far, one DpEvent each.
+        history=[event_history.Segment(event_json,
+                                        progress.executed).to_json()],
         config=json.loads(config.to_json()),
         ledger={'entries': len(ledger.entries), 'head': ledger.head}))
     ledger.append('checkpoint', {'executed': progress.executed,

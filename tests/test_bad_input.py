@@ -6,7 +6,7 @@ import shutil
 import flax.linen as nn
 import pytest
 
-from configs import base
+import run_configs
 from jaxdp import checkpointing
 from jaxdp import ledger
 from jaxdp import models
@@ -17,18 +17,7 @@ _QUIET = lambda line: None
 
 
 def _config():
-  config = base.get_config()
-  config.train.num_steps = 2
-  config.eval.every_steps = 0
-  config.dp.target_epsilon = None
-  config.dp.noise_multiplier = 1.0
-  config.dp.accountant = 'rdp'
-  return config
-
-
-def _set(config, field, value):
-  section, _, name = field.rpartition('.')
-  setattr(getattr(config, section) if section else config, name, value)
+  return run_configs.fixed_sigma_config(2)
 
 
 # (what is wrong, overrides, the field the message must start with, words in it)
@@ -66,7 +55,7 @@ def test_bad_setting_names_its_field_and_spends_nothing(tmp_path, what,
   del what
   config = _config()
   for key, value in overrides.items():
-    _set(config, key, value)
+    run_configs.set_field(config, key, value)
   with pytest.raises(ConfigError) as error:
     train_and_evaluate(config, str(tmp_path), log=_QUIET)
   assert error.value.field == field

@@ -9,7 +9,7 @@ import sys
 import dp_accounting
 import pytest
 
-from configs import base
+import run_configs
 from jaxdp import event_history
 from jaxdp import ledger
 from jaxdp.train import train_and_evaluate
@@ -21,12 +21,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def run(tmp_path_factory):
   """A short run with several segments and checkpoints."""
   workdir = tmp_path_factory.mktemp('ledgered')
-  config = base.get_config()
-  config.train.num_steps = 12
-  config.eval.every_steps = 4
-  config.dp.noise_multiplier = 1.0
-  config.dp.target_epsilon = None
-  config.dp.accountant = 'rdp'
+  config = run_configs.fixed_sigma_config(12, eval__every_steps=4)
   results = train_and_evaluate(config, str(workdir), log=lambda line: None)
   return workdir, results
 

@@ -2,8 +2,9 @@
 
 import pytest
 
-from configs import base
+import run_configs
 from jaxdp import ledger
+from jaxdp.errors import ConfigError
 from jaxdp.train import train_and_evaluate
 
 _QUIET = lambda line: None
@@ -11,14 +12,8 @@ _QUIET = lambda line: None
 
 def _exploding_config():
   """Digits with a learning rate that blows the model up within 5 steps."""
-  config = base.get_config()
-  config.train.num_steps = 20
-  config.eval.every_steps = 5
-  config.optimizer.learning_rate = 1e29
-  config.dp.noise_multiplier = 1.0
-  config.dp.target_epsilon = None
-  config.dp.accountant = 'rdp'
-  return config
+  return run_configs.fixed_sigma_config(20, eval__every_steps=5,
+                                        optimizer__learning_rate=1e29)
 
 
 def _kinds(workdir):
@@ -76,9 +71,7 @@ def test_a_run_that_keeps_diverging_stops_after_max_rollbacks(tmp_path):
     ('checkpoint.every_steps', -5)])
 def test_bad_recovery_and_checkpoint_settings_are_refused(tmp_path, field,
                                                          value):
-  from jaxdp.errors import ConfigError
   config = _exploding_config()
-  section, name = field.split('.')
-  setattr(getattr(config, section), name, value)
+  run_configs.set_field(config, field, value)
   with pytest.raises(ConfigError, match=field.replace('.', r'\.')):
     train_and_evaluate(config, str(tmp_path), log=_QUIET)

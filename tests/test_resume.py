@@ -12,7 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from configs import base
+import run_configs
 from jaxdp import checkpointing
 from jaxdp import ledger
 from jaxdp.errors import ConfigError
@@ -22,7 +22,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _QUIET = lambda line: None
 
 # A fixed σ (no calibration) and RDP keep the run short; the kill lands as
-# soon as a mid-run checkpoint is on disk.
+# soon as a mid-run checkpoint is on disk. The command line gets the same.
 _OVERRIDES = {
     'train.num_steps': 60, 'eval.every_steps': 30,
     'checkpoint.every_steps': 10, 'dp.noise_multiplier': 1.0,
@@ -31,11 +31,10 @@ _OVERRIDES = {
 
 
 def _config():
-  config = base.get_config()
-  for key, value in _OVERRIDES.items():
-    section, field = key.split('.')
-    setattr(getattr(config, section), field, value)
-  return config
+  overrides = {k.replace('.', '__'): v for k, v in _OVERRIDES.items()
+               if k != 'train.num_steps'}
+  return run_configs.fixed_sigma_config(_OVERRIDES['train.num_steps'],
+                                        **overrides)
 
 
 def _cli(workdir):
@@ -132,11 +131,8 @@ def test_resume_with_a_changed_privacy_setting_is_refused(reference, field,
   workdir = tmp_path / 'copy'
   subprocess.run(['cp', '-r', str(ref_dir), str(workdir)], check=True)
   before = (workdir / ledger.FILENAME).read_text()
-  config = _config()
-  if field == 'dp.sampler':
-    config.dp.accountant = 'rdp'  # Supported by both samplers.
-  section, _, name = field.rpartition('.')
-  setattr(getattr(config, section) if section else config, name, value)
+  config = _config()  # RDP: supports both samplers.
+  run_configs.set_field(config, field, value)
   with pytest.raises(ConfigError) as error:
     train_and_evaluate(config, str(workdir), log=_QUIET)
   assert error.value.field == field

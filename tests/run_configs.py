@@ -1,0 +1,26 @@
+"""Short training configs shared by the tests of whole runs."""
+
+from configs import base
+
+
+def set_field(config, field: str, value) -> None:
+  """config.<field> = value for a dotted field such as 'dp.clip_norm'."""
+  section, _, name = field.rpartition('.')
+  setattr(getattr(config, section) if section else config, name, value)
+
+
+def fixed_sigma_config(num_steps: int, **overrides):
+  """The base config on digits with σ = 1 fixed and RDP accounting.
+
+  A fixed σ skips calibration and RDP answers in microseconds, which keeps
+  whole-run tests short. `overrides` map 'section__field' to values.
+  """
+  config = base.get_config()
+  config.train.num_steps = num_steps
+  config.eval.every_steps = 0
+  config.dp.noise_multiplier = 1.0
+  config.dp.target_epsilon = None
+  config.dp.accountant = 'rdp'
+  for key, value in overrides.items():
+    set_field(config, key.replace('__', '.'), value)
+  return config
