@@ -68,8 +68,8 @@ class Segment:
   @classmethod
   def from_json(cls, data: dict) -> 'Segment':
     count = data['count']
-    if not (isinstance(count, int) and count >= 0):
-      raise ValueError(f'segment count must be an integer >= 0, got {count!r}')
+    if not (isinstance(count, int) and count >= 1):
+      raise ValueError(f'segment count must be an integer >= 1, got {count!r}')
     event_from_json(data['event'])  # Validates.
     return cls(event=data['event'], count=count)
 
@@ -90,12 +90,6 @@ def merged(segments: Iterable[Segment]) -> list:
 def executions(segments: Iterable[Segment]) -> int:
   """How many steps the history holds."""
   return sum(s.count for s in segments)
-
-
-def with_steps(segments: Iterable[Segment], event: dp_accounting.DpEvent,
-               count: int) -> list:
-  """The history after `count` more executions of `event`."""
-  return merged([*segments, Segment(event_to_json(event), int(count))])
 
 
 def epsilon(segments: Iterable[Segment], accountant: str,

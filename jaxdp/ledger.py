@@ -67,13 +67,16 @@ def _parse(path: str) -> list:
   entries = []
   prev = GENESIS
   with open(path, encoding='utf-8') as f:
-    lines = f.read().split('\n')
-  if lines and lines[-1] == '':
-    lines.pop()
+    lines = f.read().splitlines(keepends=True)
+  torn = bool(lines) and not lines[-1].endswith('\n')
   for number, line in enumerate(lines, start=1):
     try:
       entry = json.loads(line)
     except json.JSONDecodeError as e:
+      if torn and number == len(lines):
+        raise LedgerError(number, 'the last line is incomplete: a write cut '
+                          'short (by a crash or a full disk), or a cut '
+                          'file') from e
       raise LedgerError(number, f'not valid JSON ({e.msg})') from e
     if not isinstance(entry, dict) or set(entry) != {
         'index', 'kind', 'data', 'prev', 'hash'}:
@@ -122,9 +125,6 @@ class Ledger:
     return sum(e['data']['count'] for e in self.entries
                if e['kind'] == 'segment')
 
-  def segments(self) -> list:
-    return [event_history.Segment.from_json(e['data'])
-            for e in self.entries if e['kind'] == 'segment']
 
 
 @dataclasses.dataclass
@@ -160,29 +160,38 @@ def verify(path: str, anchor: Optional[dict] = None) -> Report:
   if entries[0]['kind'] != 'run_start':
     raise LedgerError(1, f'the first entry is {entries[0]["kind"]!r}, not '
                       'run_start')
-  settings = entries[0]['data']['privacy']
-  relation = dp_accounting.NeighboringRelation[
-      settings['neighboring_relation'].upper()]
-  accountant, delta = settings['accountant'], settings['delta']
   segments = []
   epsilon = 0.0
   for number, entry in enumerate(entries, start=1):
     data = entry['data']
-    if entry['kind'] == 'run_start' and number > 1:
+    if entry['kind'] == 'run_start':
       # A start that failed before its first step may be followed by another.
       if segments:
         raise LedgerError(number, 'a second run_start after steps were '
                           'executed')
-      settings = data['privacy']
-      relation = dp_accounting.NeighboringRelation[
-          settings['neighboring_relation'].upper()]
-      accountant, delta = settings['accountant'], settings['delta']
+      try:
+        settings = data['privacy']
+        relation = dp_accounting.NeighboringRelation[
+            settings['neighboring_relation'].upper()]
+        accountant, delta = settings['accountant'], settings['delta']
+        step_event = data['step_event']
+      except (KeyError, TypeError, AttributeError) as e:
+        raise LedgerError(number, f'run_start lacks {e}') from e
+    done = event_history.executions(segments)
+    if entry['kind'] == 'segment' and data.get('event') != step_event:
+      raise LedgerError(number, 'its DpEvent is not the step event the run '
+                        'started with')
+    if entry['kind'] != 'segment' and 'executed' in data and (
+        data['executed'] > done
+        or (entry['kind'] == 'final' and data['executed'] != done)):
+      raise LedgerError(number, f'{entry["kind"]} records '
+                        f'{data["executed"]} executions, but the segments '
+                        f'before it hold {done}')
     if entry['kind'] == 'segment':
       try:
         segment = event_history.Segment.from_json(data)
       except (KeyError, TypeError, ValueError) as e:
         raise LedgerError(number, f'bad segment ({e})') from e
-      done = event_history.executions(segments)
       if data.get('first') != done:
         raise LedgerError(number, f'segment starts at execution '
                           f'{data.get("first")!r}, but {done} were recorded '

@@ -57,16 +57,26 @@ def privacy_settings(mechanism, dataset, config) -> dict:
 
 
 def check_resume(saved: dict, current: dict) -> None:
-  """Raises ConfigError naming the first privacy setting that changed."""
+  """Raises ConfigError naming the first privacy setting that changed.
+
+  `current` may hold only some keys (a check before the mechanism is built).
+  """
   for key, field in _FIELDS.items():
-    if saved.get(key) != current.get(key):
+    if key in current and saved.get(key) != current[key]:
       raise ConfigError(
           field,
           f'the checkpoint was written with {key}={saved.get(key)!r}, this '
-          f'config gives {key}={current.get(key)!r}; resuming would change '
+          f'config gives {key}={current[key]!r}; resuming would change '
           'the privacy guarantee of the run',
-          f'set {field} back to the value in the workdir\'s config.json to '
-          'resume, or start a new run in a new --workdir')
+          f'set {field} back to the checkpoint\'s value to resume, or start '
+          'a new run in a new --workdir')
+
+
+def settings_in_config(config) -> dict:
+  """The privacy settings readable from `config` alone (no mechanism)."""
+  return {'sampler': config.dp.sampler, 'accountant': config.dp.accountant,
+          'delta': config.dp.delta, 'secure_noise': bool(config.dp.secure_noise),
+          'seed': None if config.dp.secure_noise else config.seed}
 
 
 def config_hash(config) -> str:

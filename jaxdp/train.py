@@ -23,7 +23,9 @@ What makes a run survive (see the README's "Runs that survive"):
   appended to the hash-chained `privacy_ledger.jsonl`.
 """
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import math
 import os
@@ -168,6 +170,33 @@ def train_and_evaluate(config, workdir: str,
   sample_input = jnp.asarray(dataset.train_images[:1])
   models.check_no_example_mixing(model, sample_input)
   os.makedirs(workdir, exist_ok=True)
+  with _workdir_lock(workdir):
+    return _train(config, workdir, log, start, dataset, model, sample_input)
+
+
+@contextlib.contextmanager
+def _workdir_lock(workdir: str):
+  """One run per workdir: two would fork the ledger and share draws.
+
+  An advisory lock on `<workdir>/.lock`; the OS releases it when the process
+  dies, so a killed run never blocks its own resume.
+  """
+  with open(os.path.join(workdir, '.lock'), 'w') as lock:
+    try:
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as e:
+      raise ConfigError('workdir', f'{workdir} is in use by another run',
+                        'wait for that run to end, or use another '
+                        '--workdir') from e
+    try:
+      yield
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _train(config, workdir: str, log, start: float, dataset, model,
+           sample_input) -> dict:
+  """train_and_evaluate, once the workdir is ours."""
   checkpointer = checkpointing.Checkpointer(workdir, config.checkpoint.keep)
   latest = checkpointer.latest()
   meta = None if latest is None else checkpointer.read_meta(latest)
@@ -188,6 +217,9 @@ def train_and_evaluate(config, workdir: str,
                         else config.seed)
   else:
     progress = Progress.from_json(meta)
+    # Before building the mechanism, whose own checks would name another field.
+    run_identity.check_resume(meta['privacy'],
+                              run_identity.settings_in_config(config))
   mechanism = build_mechanism(
       config.dp, config.perf, dataset.num_train, config.train.num_steps,
       config.train.num_epochs, progress.privacy_seed,
@@ -246,12 +278,45 @@ def train_and_evaluate(config, workdir: str,
     checkpointer.save(progress.executed, state, dict(
         progress.to_json(), privacy=settings, logical_step=int(state.step),
         # The accountant's history: every execution so far, one DpEvent each.
-        history=[event_history.Segment(event_json,
-                                        progress.executed).to_json()],
+        history=[event_history.Segment(event_json, accounted()).to_json()],
         config=json.loads(config.to_json()),
         ledger={'entries': len(ledger.entries), 'head': ledger.head}))
     ledger.append('checkpoint', {'executed': progress.executed,
                                  'step': int(state.step)})
+
+  def on_divergence(state, why: str, step: int) -> tuple:
+    """Rolls back to the newest checkpoint; (state, whether the run stops)."""
+    # Draws from here on are fresh, even if this happened while re-running
+    # steps lost in a crash: those draws were spent by the lost run.
+    progress.executed = accounted()
+    account()
+    latest = checkpointer.latest()
+    restored, meta = checkpointer.restore(latest, state)
+    restored = restored.replace(opt_state=noise.with_noise_step(
+        restored.opt_state, progress.executed))
+    event = {'reason': why, 'step': step, 'executed': progress.executed,
+             'to_step': int(restored.step), 'to_checkpoint': latest,
+             'epsilon': _json_number(spent())}
+    if progress.rollbacks >= config.recovery.max_rollbacks:
+      ledger.append('divergence_stop', event)
+      log(f'step {step}: diverged ({why}) after {progress.rollbacks} '
+          f'rollbacks: stopping at the newest checkpoint (step '
+          f'{int(restored.step)})')
+      checkpoint(restored)  # Anchors the spending in a checkpoint.
+      return restored, True
+    lr_scale = float(restored.lr_scale) * config.recovery.lr_factor
+    restored = restored.replace(lr_scale=jnp.asarray(lr_scale, jnp.float32))
+    progress.rollbacks += 1
+    progress.best_eval_loss = meta['best_eval_loss']
+    event['lr_scale'] = lr_scale
+    progress.rollback_log.append(event)
+    ledger.append('rollback', event)
+    log(f'step {step}: diverged ({why}); rolled back to step '
+        f'{int(restored.step)} (checkpoint {latest}), learning rate × '
+        f'{lr_scale:g}; the {progress.executed - latest} steps since stay '
+        'accounted')
+    checkpoint(restored)
+    return restored, False
 
   s = mechanism.summary()
   log(f'data {dataset.name}: {dataset.num_train} train / '
@@ -268,6 +333,7 @@ def train_and_evaluate(config, workdir: str,
             'code_version': run_identity.code_version()}
   if meta is None:
     ledger.append('run_start', dict(common, privacy=settings,
+                                    step_event=event_json,
                                     planned_steps=mechanism.num_steps))
     # The loss at initialisation is the first baseline for spike detection
     # (held-out data: no privacy cost).
@@ -320,20 +386,10 @@ def train_and_evaluate(config, workdir: str,
                               eval_loss, progress.best_eval_loss,
                               config.recovery.loss_spike_factor)
       if why is not None:
-        account()
-        if progress.rollbacks >= config.recovery.max_rollbacks:
-          ledger.append('divergence_stop', {
-              'reason': why, 'step': done, 'executed': progress.executed,
-              'epsilon': _json_number(spent())})
-          log(f'step {done}: diverged ({why}) after '
-              f'{progress.rollbacks} rollbacks: stopping; the newest '
-              'checkpoint is kept')
-          state, _ = checkpointer.restore(checkpointer.latest(), state)
+        state, stopped = on_divergence(state, why, done)
+        if stopped:
           status = DIVERGED
           break
-        state = _roll_back(checkpointer, state, progress, config, done, why,
-                           ledger, log)
-        checkpoint(state)
         continue
       if eval_loss is not None:
         progress.best_eval_loss = min(eval_loss, progress.best_eval_loss
@@ -360,26 +416,34 @@ def train_and_evaluate(config, workdir: str,
             f'{row["non_private_diagnostics"]["clipped_fraction"]:.2f} | '
             f'{time.time() - start:.1f}s')
 
-  done = int(state.step)
   if status == INTERRUPTED:
     if divergence.params_finite(state.params):
       checkpoint(state)
-    account()
-    ledger.append('interrupted', {'signal': signals.received, 'step': done,
+    else:  # Never save a broken state: recover first, as at an evaluation.
+      state, stopped = on_divergence(state, 'the parameters are not all '
+                                     'finite', int(state.step))
+      status = DIVERGED if stopped else INTERRUPTED
+    ledger.append('interrupted', {'signal': signals.received,
+                                  'step': int(state.step),
                                   'executed': progress.executed,
                                   'epsilon': _json_number(spent())})
-    log(f'{signals.received} at step {done}: checkpoint saved; rerun the same '
-        'command to resume')
+    log(f'{signals.received} at step {int(state.step)}: checkpoint saved; '
+        'rerun the same command to resume')
+  done = int(state.step)
   if status == BUDGET_EXHAUSTED:
     checkpoint(state)
     remaining = budget.remaining(accounted())
     ledger.append('budget_stop', {'step': done, 'executed': progress.executed,
                                   'epsilon': _json_number(spent()),
                                   'remaining': remaining})
+    why = ('one more step would exceed it'
+           if mechanism.epsilon(accounted() + 1) > mechanism.target_epsilon
+           else 'the budget search stopped at its cap of '
+           f'{budget.last_affordable} executions')
     log(f'budget: stopped at step {done}/{planned} after '
         f'{progress.executed} executed steps; ε {spent():.4f} of the target '
         f'{mechanism.target_epsilon:g} is spent, {remaining:.4g} remains, and '
-        'one more step would exceed it')
+        f'{why}')
   if status != COMPLETED or math.isnan(accuracy):
     test_loss, accuracy = steps.evaluate(
         eval_step, state.params, dataset.test_images, dataset.test_labels,
@@ -421,29 +485,6 @@ def train_and_evaluate(config, workdir: str,
   with open(os.path.join(workdir, 'results.json'), 'w') as f:
     json.dump(results, f, indent=2, allow_nan=False)
   return results
-
-
-def _roll_back(checkpointer, state, progress: Progress, config, step: int,
-               why: str, ledger, log) -> TrainState:
-  """The newest checkpoint's state, with a lower learning rate."""
-  latest = checkpointer.latest()
-  restored, meta = checkpointer.restore(latest, state)
-  lr_scale = float(restored.lr_scale) * config.recovery.lr_factor
-  state = restored.replace(
-      lr_scale=jnp.asarray(lr_scale, jnp.float32),
-      # Later steps draw fresh noise: the undone draws stay spent.
-      opt_state=noise.with_noise_step(restored.opt_state, progress.executed))
-  progress.rollbacks += 1
-  progress.best_eval_loss = meta['best_eval_loss']
-  event = {'reason': why, 'step': step, 'executed': progress.executed,
-           'to_step': int(state.step), 'to_checkpoint': latest,
-           'lr_scale': lr_scale}
-  progress.rollback_log.append(event)
-  ledger.append('rollback', event)
-  log(f'step {step}: diverged ({why}); rolled back to step '
-      f'{int(state.step)} (checkpoint {latest}), learning rate × {lr_scale:g}; '
-      f'the {progress.executed - latest} steps since stay accounted')
-  return state
 
 
 def final_line(results: dict) -> str:

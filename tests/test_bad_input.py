@@ -1,5 +1,6 @@
 """Every kind of bad input stops the run with a message naming field and fix."""
 
+import fcntl
 import os
 import shutil
 
@@ -95,7 +96,7 @@ def _newest(workdir):
   return os.path.join(workdir, checkpointing.DIRNAME, '2')
 
 
-@pytest.mark.parametrize('damage', ['meta', 'state', 'ledger'])
+@pytest.mark.parametrize('damage', ['meta', 'state', 'ledger', 'torn ledger'])
 def test_a_corrupt_checkpoint_or_ledger_is_refused_and_left_alone(
     finished, tmp_path, damage):
   workdir = tmp_path / 'copy'
@@ -108,15 +109,28 @@ def test_a_corrupt_checkpoint_or_ledger_is_refused_and_left_alone(
     for name in os.listdir(os.path.join(_newest(workdir), 'state')):
       if name.startswith('ocdbt'):
         shutil.rmtree(os.path.join(_newest(workdir), 'state', name))
-  else:
+  elif damage == 'ledger':
     path = workdir / ledger.FILENAME
     path.write_text(path.read_text().replace('"count":2', '"count":1'))
+  else:  # A write cut short: the last line lacks its end.
+    path = workdir / ledger.FILENAME
+    path.write_text(path.read_text() + '{"data":{"executed":')
   before = sorted(os.listdir(workdir))
   ledger_text = (workdir / ledger.FILENAME).read_text()
   with pytest.raises(ConfigError) as error:
     train_and_evaluate(_config(), str(workdir), log=_QUIET)
-  assert error.value.field == ('ledger' if damage == 'ledger'
-                               else 'checkpoint')
+  assert error.value.field == ('checkpoint' if damage in ('meta', 'state')
+                               else 'ledger')
+  if damage == 'torn ledger':
+    assert 'incomplete' in str(error.value)
   assert 'Fix: ' in str(error.value)
   assert sorted(os.listdir(workdir)) == before
   assert (workdir / ledger.FILENAME).read_text() == ledger_text
+
+
+def test_a_workdir_in_use_is_refused(tmp_path):
+  with open(tmp_path / '.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # Another run holds it.
+    with pytest.raises(ConfigError) as error:
+      train_and_evaluate(_config(), str(tmp_path), log=_QUIET)
+  assert error.value.field == 'workdir' and 'another run' in str(error.value)

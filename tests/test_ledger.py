@@ -49,8 +49,11 @@ def _rehash(entries):
 
 def _bump_count(lines):
   entries = [json.loads(line) for line in lines]
-  segment = next(e for e in entries if e['kind'] == 'segment')
-  segment['data']['count'] -= 1  # Claim one step less was spent.
+  first = next(i for i, e in enumerate(entries) if e['kind'] == 'segment')
+  entries[first]['data']['count'] -= 1  # Claim one step less was spent.
+  for entry in entries[first + 1:]:  # And keep every later count in line.
+    if entry['kind'] != 'segment' and 'executed' in entry['data']:
+      entry['data']['executed'] -= 1
   return entries
 
 

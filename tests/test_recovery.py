@@ -1,8 +1,11 @@
 """Divergence recovery: roll back, lower the learning rate, count every step."""
 
+import shutil
+
 import pytest
 
 import run_configs
+from jaxdp import checkpointing
 from jaxdp import ledger
 from jaxdp.errors import ConfigError
 from jaxdp.train import train_and_evaluate
@@ -75,3 +78,23 @@ def test_bad_recovery_and_checkpoint_settings_are_refused(tmp_path, field,
   run_configs.set_field(config, field, value)
   with pytest.raises(ConfigError, match=field.replace('.', r'\.')):
     train_and_evaluate(config, str(tmp_path), log=_QUIET)
+
+
+def test_a_rollback_while_rerunning_lost_steps_never_reuses_their_draws(
+    tmp_path):
+  config = _exploding_config()
+  config.recovery.max_rollbacks = 0
+  first = train_and_evaluate(config, str(tmp_path), log=_QUIET)
+  assert first['status'] == 'diverged' and first['executed_steps'] == 5
+  # A crash before the last checkpoint: the ledger holds 5 executions, the
+  # newest checkpoint none. Resuming re-runs draw 0 and, with evaluation now
+  # every step, diverges during the re-run.
+  shutil.rmtree(tmp_path / checkpointing.DIRNAME / '5')
+  config = _exploding_config()
+  config.eval.every_steps = 1
+  config.recovery.lr_factor = 1e-30
+  results = train_and_evaluate(config, str(tmp_path), log=_QUIET)
+  assert results['rollbacks'] == 1
+  assert results['rollback_log'][0]['executed'] == 5  # Not 1: draws 1-4 spent.
+  assert results['executed_steps'] == 5 + 20
+  assert ledger.verify_workdir(str(tmp_path))['executions'] == 25

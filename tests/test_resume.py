@@ -122,6 +122,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_is_bit_identical(tmp_path,
     ('dp.batch_size', 128),
     ('dp.delta', 1e-6),
     ('dp.sampler', 'fixed_size'),
+    ('dp.accountant', 'pld'),
     ('dp.target_epsilon', 40.0),
     ('seed', 1),
 ])
