@@ -5,7 +5,7 @@
 Recomputes every entry's hash, checks that accounted segments follow each
 other, re-runs the accountant on the logged DpEvents, and checks the entry the
 newest checkpoint recorded is still there. Prints a JSON summary and exits 0,
-or names the first bad line and exits 1.
+or names the first bad line and exits 1 (2 when there is no ledger).
 """
 
 import json
@@ -30,6 +30,9 @@ def main(argv):
   workdir = argv[2]
   try:
     report = ledger.verify_workdir(workdir)
+  except FileNotFoundError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
   except (ledger.LedgerError, ConfigError) as e:
     print(f'ledger {os.path.join(workdir, ledger.FILENAME)}: {e}',
           file=sys.stderr)

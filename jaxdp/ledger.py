@@ -226,7 +226,8 @@ def verify_workdir(workdir: str) -> dict:
   from jaxdp import checkpointing  # Heavy (orbax); only the CLI needs it.
   path = os.path.join(workdir, FILENAME)
   if not os.path.exists(path):
-    raise LedgerError(1, f'there is no {FILENAME} in {workdir}')
+    raise FileNotFoundError(f'there is no {FILENAME} in {workdir} (is it a '
+                            'jaxdp workdir?)')
   anchor = None
   checkpoints = os.path.join(workdir, checkpointing.DIRNAME)
   if os.path.isdir(checkpoints):
