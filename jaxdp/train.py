@@ -348,6 +348,10 @@ def _train(config, workdir: str, log, start: float, dataset, model,
     log(f'resumed from {checkpointer.directory}/{latest}: step '
         f'{int(state.step)}, {progress.executed} steps executed, ε '
         f'{spent():.4f} spent')
+    changed = _changed_fields(meta['config'], json.loads(config.to_json()))
+    if changed:  # Allowed (the privacy settings were checked above), but said.
+      log('settings changed since the checkpoint (none that decides the '
+          'guarantee): ' + ', '.join(changed))
 
   planned = mechanism.num_steps
   budget = budget_lib.Budget(
@@ -485,6 +489,18 @@ def _train(config, workdir: str, log, start: float, dataset, model,
   with open(os.path.join(workdir, 'results.json'), 'w') as f:
     json.dump(results, f, indent=2, allow_nan=False)
   return results
+
+
+def _changed_fields(saved: dict, current: dict, prefix: str = '') -> list:
+  """'field: old → new' for every leaf of the config that differs."""
+  out = []
+  for key in sorted(set(saved) | set(current)):
+    old, new = saved.get(key), current.get(key)
+    if isinstance(old, dict) and isinstance(new, dict):
+      out += _changed_fields(old, new, f'{prefix}{key}.')
+    elif old != new:
+      out.append(f'{prefix}{key}: {old!r} → {new!r}')
+  return out
 
 
 def final_line(results: dict) -> str:

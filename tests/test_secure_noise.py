@@ -40,7 +40,9 @@ def test_secure_runs_differ_but_each_resumes_exactly(tmp_path):
   # Two copies of the same run, extended: the restored secret gives equal runs.
   for copy in ('a1', 'a2'):
     shutil.copytree(tmp_path / 'a', tmp_path / copy)
-  one = train_and_evaluate(_config(6), str(tmp_path / 'a1'), log=_QUIET)
+  lines = []
+  one = train_and_evaluate(_config(6), str(tmp_path / 'a1'), log=lines.append)
+  assert any('train.num_steps: 3 → 6' in line for line in lines)
   two = train_and_evaluate(_config(6), str(tmp_path / 'a2'), log=_QUIET)
   assert one['steps'] == two['steps'] == 6
   assert one['test_loss'] == two['test_loss']
