@@ -129,7 +129,7 @@ def epsilon_after(
   Equal, bit for bit, to `epsilon(..., SelfComposedDpEvent(step_event, k),
   ...)`. RDP composes by adding RDP vectors, so for the RDP accountants one
   step's vector is computed once and scaled by k (microseconds per k instead
-  of up to a second); PLD is recomputed for every k.
+  of up to a second); PLD is computed once per k and remembered.
   """
   if name == 'pld':
     @functools.lru_cache(maxsize=None)

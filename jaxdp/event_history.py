@@ -75,11 +75,9 @@ class Segment:
 
 
 def merged(segments: Iterable[Segment]) -> list:
-  """Consecutive segments of the same event joined; empty ones dropped."""
+  """Consecutive segments of the same event joined."""
   out = []
   for segment in segments:
-    if segment.count == 0:
-      continue
     if out and out[-1].event == segment.event:
       out[-1] = Segment(segment.event, out[-1].count + segment.count)
     else:

@@ -103,6 +103,9 @@ class Ledger:
   def __init__(self, workdir: str):
     self.path = os.path.join(workdir, FILENAME)
     self.entries = _parse(self.path) if os.path.exists(self.path) else []
+    # Kept as a running count: the training loop asks before every step.
+    self._executions = sum(e['data']['count'] for e in self.entries
+                           if e['kind'] == 'segment')
 
   @property
   def head(self) -> str:
@@ -118,12 +121,13 @@ class Ledger:
       f.flush()
       os.fsync(f.fileno())
     self.entries.append(entry)
+    if kind == 'segment':
+      self._executions += data['count']
     return entry
 
   def executions(self) -> int:
     """Executions recorded in segments so far."""
-    return sum(e['data']['count'] for e in self.entries
-               if e['kind'] == 'segment')
+    return self._executions
 
 
 

@@ -226,6 +226,7 @@ def _train(config, workdir: str, log, start: float, dataset, model,
       resumed_noise_multiplier=None if meta is None
       else meta['privacy']['noise_multiplier'])
   settings = run_identity.privacy_settings(mechanism, dataset, config)
+  event_json = event_history.event_to_json(mechanism.step_event())
   if meta is not None:
     run_identity.check_resume(meta['privacy'], settings)
   init_key = jax.random.fold_in(jax.random.key(config.seed), INIT_STREAM)
@@ -242,6 +243,10 @@ def _train(config, workdir: str, log, start: float, dataset, model,
       raise ConfigError('checkpoint', f'{checkpointer.directory}/{latest}: '
                         'its noise counter disagrees with its executions',
                         'start over in a new --workdir')
+    if any(segment['event'] != event_json for segment in meta['history']):
+      raise ConfigError('checkpoint', f'{checkpointer.directory}/{latest}: '
+                        'its DpEvent history is not this run\'s step event',
+                        'start over in a new --workdir')
     anchor = meta['ledger']
     if (anchor['entries'] > len(ledger.entries) or
         ledger.entries[anchor['entries'] - 1]['hash'] != anchor['head']):
@@ -252,8 +257,6 @@ def _train(config, workdir: str, log, start: float, dataset, model,
                                      mechanism, tx)
   eval_step = steps.make_eval_step(model.apply)
   eval_batch = min(config.eval.batch_size, len(dataset.test_labels))
-  step_event = mechanism.step_event()
-  event_json = event_history.event_to_json(step_event)
 
   def accounted() -> int:
     # Draws re-run after a crash are the same draws: counted once.
@@ -278,7 +281,8 @@ def _train(config, workdir: str, log, start: float, dataset, model,
     checkpointer.save(progress.executed, state, dict(
         progress.to_json(), privacy=settings, logical_step=int(state.step),
         # The accountant's history: every execution so far, one DpEvent each.
-        history=[event_history.Segment(event_json, accounted()).to_json()],
+        history=[event_history.Segment(event_json, accounted()).to_json()]
+        if accounted() else [],
         config=json.loads(config.to_json()),
         ledger={'entries': len(ledger.entries), 'head': ledger.head}))
     ledger.append('checkpoint', {'executed': progress.executed,
@@ -363,8 +367,9 @@ def _train(config, workdir: str, log, start: float, dataset, model,
   ckpt_every = config.checkpoint.every_steps
   status = COMPLETED
   test_loss = accuracy = float('nan')
+  done = int(state.step)  # Host copy: reading state.step would sync a step.
   with _StopSignals() as signals:
-    while int(state.step) < planned:
+    while done < planned:
       if signals.received:
         status = INTERRUPTED
         break
@@ -376,7 +381,7 @@ def _train(config, workdir: str, log, start: float, dataset, model,
                             mechanism.sampler.sample(progress.executed))
       state, metrics = train_step(state, batch)
       progress.executed += 1
-      done = int(state.step)
+      done += 1
       evaluate_now = done % every == 0 or done == planned
       if not (evaluate_now or (ckpt_every and done % ckpt_every == 0)):
         continue
@@ -391,6 +396,7 @@ def _train(config, workdir: str, log, start: float, dataset, model,
                               config.recovery.loss_spike_factor)
       if why is not None:
         state, stopped = on_divergence(state, why, done)
+        done = int(state.step)
         if stopped:
           status = DIVERGED
           break
