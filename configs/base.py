@@ -129,8 +129,18 @@ def get_config() -> ml_collections.ConfigDict:
   # vmap: materialise every per-example gradient (the reference). Same results
   # up to rounding; `python -m experiments.benchmark` times them.
   config.perf.clipping = 'fast'
-  # Clip this many examples at a time (bounds memory); unset = whole batch.
+  # Gradient accumulation: each device clips this many examples at a time
+  # and adds them to its running sum (bounds memory); the noise is still drawn
+  # once per logical step, for the whole batch. Unset = a device's whole share.
   config.perf.microbatch_size = config_dict.placeholder(int)
+  # Data parallelism over a jax.jit device mesh: the padded batch is split
+  # over this many devices (0 = every device, on every host), their clipped
+  # sums are added, and the noise is drawn once for the global sum.
+  config.perf.num_devices = 0
+  # replicated: every device holds all parameters and optimizer state. fsdp:
+  # each array is split over the devices along its largest divisible axis
+  # (less memory per device, more communication); results are the same.
+  config.perf.param_sharding = 'replicated'
   # Poisson batches are padded to a static size that the Binomial(N, q) batch
   # exceeds with at most this probability; an overflowing batch is processed
   # whole at a larger size (one extra compile), never truncated.

@@ -100,8 +100,13 @@ def _parse(path: str) -> list:
 class Ledger:
   """Appends entries to a workdir's ledger, continuing its chain."""
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, write: bool = True):
+    """Reads `workdir`'s ledger; `write=False` keeps new entries in memory.
+
+    (On several hosts only host 0 writes; the others keep the same chain.)
+    """
     self.path = os.path.join(workdir, FILENAME)
+    self._write = write
     self.entries = _parse(self.path) if os.path.exists(self.path) else []
     # Kept as a running count: the training loop asks before every step.
     self._executions = sum(e['data']['count'] for e in self.entries
@@ -115,11 +120,12 @@ class Ledger:
     body = {'index': len(self.entries), 'kind': kind, 'data': data,
             'prev': self.head}
     entry = dict(body, hash=entry_hash(self.head, body))
-    os.makedirs(os.path.dirname(self.path), exist_ok=True)
-    with open(self.path, 'a', encoding='utf-8') as f:
-      f.write(canonical_json(entry) + '\n')
-      f.flush()
-      os.fsync(f.fileno())
+    if self._write:
+      os.makedirs(os.path.dirname(self.path), exist_ok=True)
+      with open(self.path, 'a', encoding='utf-8') as f:
+        f.write(canonical_json(entry) + '\n')
+        f.flush()
+        os.fsync(f.fileno())
     self.entries.append(entry)
     if kind == 'segment':
       self._executions += data['count']

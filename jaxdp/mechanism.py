@@ -228,8 +228,8 @@ def _check_dp_fields(dp, num_examples: int) -> None:
 
 def build_mechanism(dp, perf, num_examples: int, num_steps: Optional[int],
                     num_epochs: Optional[float], seed: int,
-                    resumed_noise_multiplier: Optional[float] = None
-                    ) -> DpMechanism:
+                    resumed_noise_multiplier: Optional[float] = None,
+                    num_devices: int = 1) -> DpMechanism:
   """Builds the coupled DP mechanism of a run.
 
   Args:
@@ -244,6 +244,9 @@ def build_mechanism(dp, perf, num_examples: int, num_steps: Optional[int],
     resumed_noise_multiplier: σ of the run being resumed. It is kept (a
       σ set in `dp` must equal it), and the target is then enforced step by
       step by `budget.Budget` instead of being checked for all planned steps.
+    num_devices: devices the batch is split over. Padded batches are a
+      multiple of num_devices × perf.microbatch_size, so that every device
+      gets whole microbatches; the draws and the DpEvent do not depend on it.
 
   Returns:
     A DpMechanism whose ε for the whole run is ≤ dp.target_epsilon if set.
@@ -261,7 +264,7 @@ def build_mechanism(dp, perf, num_examples: int, num_steps: Optional[int],
                       'set a positive microbatch size, or leave it unset')
   sampler = sampling.make_sampler(
       dp.sampler, num_examples, dp.batch_size, seed,
-      multiple_of=microbatch or 1,
+      multiple_of=(microbatch or 1) * num_devices,
       overflow_probability=perf.batch_overflow_probability)
   if num_steps is None:
     if num_epochs is None or not num_epochs > 0:

@@ -2,15 +2,21 @@
 
 `make_train_step` knows nothing of the algorithm: it computes the mechanism's
 clipped sum and hands it to the optax chain, whose first link adds the noise.
+On several devices the clipped sum is computed data-parallel and added across
+devices first (`jaxdp.sharding`); the chain, and so the noise, runs once, on
+the global sum.
 """
 
-from typing import Callable
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxdp.mechanism import DpMechanism
+from jaxdp.sharding import Placement
+from jaxdp.sharding import make_mesh
 from jaxdp.train_state import TrainState
 
 
@@ -24,14 +30,21 @@ def classification_loss(apply_fn: Callable) -> Callable:
 
 
 def make_train_step(batch_loss: Callable, mechanism: DpMechanism,
-                    tx: optax.GradientTransformation):
+                    tx: optax.GradientTransformation,
+                    placement: Optional[Placement] = None,
+                    state: Optional[TrainState] = None):
   """train_step(state, batch) -> (state, metrics), jitted, state donated.
 
   `batch` is a dict with `inputs` (what `batch_loss(params, inputs) -> [P]`
   takes, leading axis P) and `mask` [P] (False for padding), P the padded
-  batch size.
+  batch size, split over `placement`'s devices (default: the first device).
+  `state` (placed with `placement.put_state`) fixes the shardings the step
+  keeps its output in, so that the next step's input is laid out the same and
+  nothing recompiles; without it XLA chooses them.
   """
-  clipped_grad_sum = mechanism.clipped_grad_sum(batch_loss)
+  placement = placement or Placement(make_mesh(1))
+  clipped_grad_sum = placement.global_clipped_sum(
+      mechanism.clipped_grad_sum(batch_loss))
   clip_norm = mechanism.clip_norm
 
   def train_step(state: TrainState, batch):
@@ -54,7 +67,11 @@ def make_train_step(batch_loss: Callable, mechanism: DpMechanism,
                               opt_state=opt_state)
     return new_state, metrics
 
-  return jax.jit(train_step, donate_argnums=0)
+  if state is None:
+    return jax.jit(train_step, donate_argnums=0)
+  return jax.jit(train_step, donate_argnums=0,
+                 out_shardings=(placement.state_shardings(state),
+                                placement.replicated))
 
 
 def make_eval_step(apply_fn: Callable):
@@ -67,17 +84,24 @@ def make_eval_step(apply_fn: Callable):
   return jax.jit(eval_step)
 
 
-def evaluate(eval_step, params, images, labels, batch_size: int):
-  """Mean loss and accuracy over a whole split, in fixed-size batches."""
+def evaluate(eval_step, params, images, labels, batch_size: int,
+             placement: Optional[Placement] = None):
+  """Mean loss and accuracy over a whole split, in fixed-size batches.
+
+  Each batch is split over `placement`'s devices (its size rounded up to a
+  multiple of their number); each host gathers only its devices' rows.
+  """
+  placement = placement or Placement(make_mesh(1))
+  devices = placement.num_devices
+  size = -(-batch_size // devices) * devices
   total_loss, total_correct, n = 0.0, 0, len(labels)
-  for start in range(0, n, batch_size):
-    x, y = images[start:start + batch_size], labels[start:start + batch_size]
-    pad = batch_size - len(y)
-    mask = jnp.arange(batch_size) < len(y)
-    if pad:
-      x = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)])
-      y = jnp.concatenate([y, jnp.zeros((pad,), y.dtype)])
-    loss, correct = eval_step(params, x, y, mask)
+  for start in range(0, n, size):
+    def gather(positions, start=start):
+      rows = start + positions
+      real = rows < n
+      rows = np.where(real, rows, 0)  # Padding repeats row 0, masked out.
+      return images[rows], labels[rows], real
+    loss, correct = eval_step(params, *placement.put_batch(gather, size))
     total_loss += float(loss)
     total_correct += int(correct)
   return total_loss / n, total_correct / n

@@ -41,6 +41,7 @@ import optax
 from jaxdp import budget as budget_lib
 from jaxdp import checkpointing
 from jaxdp import data
+from jaxdp import distributed
 from jaxdp import divergence
 from jaxdp import event_history
 from jaxdp import ledger as ledger_lib
@@ -48,6 +49,7 @@ from jaxdp import models
 from jaxdp import noise
 from jaxdp import optimizers
 from jaxdp import run_identity
+from jaxdp import sharding
 from jaxdp import steps
 from jaxdp.errors import ConfigError
 from jaxdp.mechanism import MAX_CONFIG_SEED
@@ -65,13 +67,21 @@ INTERRUPTED = 'interrupted'
 DIVERGED = 'diverged'
 
 
-def _batch_arrays(dataset: data.Dataset, batch) -> dict:
-  """Gathers a sampled batch; padding slots hold zeros and mask False."""
-  images = dataset.train_images[batch.indices]
-  labels = dataset.train_labels[batch.indices]
-  images[~batch.mask] = 0.0
-  labels[~batch.mask] = 0
-  return {'inputs': (images, labels), 'mask': batch.mask}
+def _batch_arrays(dataset: data.Dataset, batch,
+                  placement: sharding.Placement) -> dict:
+  """A sampled batch on the mesh; padding slots hold zeros and mask False.
+
+  Every host holds the same index list (same seed, same step) and gathers
+  only the slots of its own devices.
+  """
+  def gather(positions):
+    indices, mask = batch.indices[positions], batch.mask[positions]
+    images = dataset.train_images[indices]
+    labels = dataset.train_labels[indices]
+    images[~mask] = 0.0
+    labels[~mask] = 0
+    return {'inputs': (images, labels), 'mask': mask}
+  return placement.put_batch(gather, len(batch.indices))
 
 
 def _json_number(x: float) -> Optional[float]:
@@ -164,13 +174,16 @@ def train_and_evaluate(config, workdir: str,
     noise_multiplier, steps, executed_steps and wall_seconds.
   """
   start = time.time()
+  if not distributed.is_primary():
+    log = lambda line: None  # Host 0 speaks for the run.
   _check_run_fields(config)
   dataset = data.load_dataset(config.data)
   model = models.build_model(config.model, dataset.num_classes)
   sample_input = jnp.asarray(dataset.train_images[:1])
   models.check_no_example_mixing(model, sample_input)
   os.makedirs(workdir, exist_ok=True)
-  with _workdir_lock(workdir):
+  with (_workdir_lock(workdir) if distributed.is_primary()
+        else contextlib.nullcontext()):
     return _train(config, workdir, log, start, dataset, model, sample_input)
 
 
@@ -201,7 +214,7 @@ def _train(config, workdir: str, log, start: float, dataset, model,
   latest = checkpointer.latest()
   meta = None if latest is None else checkpointer.read_meta(latest)
   try:
-    ledger = ledger_lib.Ledger(workdir)
+    ledger = ledger_lib.Ledger(workdir, write=distributed.is_primary())
   except ledger_lib.LedgerError as e:
     raise ConfigError('ledger', f'{ledger_lib.FILENAME} in the workdir is '
                       f'damaged ({e})', 'restore the original file; jaxdp '
@@ -212,19 +225,24 @@ def _train(config, workdir: str, log, start: float, dataset, model,
                       'workdir has no checkpoint', 'restore the checkpoints '
                       'directory, or start over in a new --workdir')
 
+  # Every host has read the same ledger and checkpoint before host 0 writes.
+  distributed.barrier('jaxdp: workdir read')
   if meta is None:
-    progress = Progress(privacy_seed=secure_seed() if config.dp.secure_noise
-                        else config.seed)
+    progress = Progress(privacy_seed=distributed.same_seed(secure_seed())
+                        if config.dp.secure_noise else config.seed)
   else:
     progress = Progress.from_json(meta)
     # Before building the mechanism, whose own checks would name another field.
     run_identity.check_resume(meta['privacy'],
                               run_identity.settings_in_config(config))
+  placement = sharding.Placement(sharding.make_mesh(config.perf.num_devices),
+                                 config.perf.param_sharding)
   mechanism = build_mechanism(
       config.dp, config.perf, dataset.num_train, config.train.num_steps,
       config.train.num_epochs, progress.privacy_seed,
       resumed_noise_multiplier=None if meta is None
-      else meta['privacy']['noise_multiplier'])
+      else meta['privacy']['noise_multiplier'],
+      num_devices=placement.num_devices)
   settings = run_identity.privacy_settings(mechanism, dataset, config)
   event_json = event_history.event_to_json(mechanism.step_event())
   if meta is not None:
@@ -235,10 +253,11 @@ def _train(config, workdir: str, log, start: float, dataset, model,
   tx = optax.chain(
       mechanism.noise_transform(progress.privacy_seed),  # Privatise first ...
       optimizers.build_optimizer(config.optimizer, mechanism.num_steps))  # ... then post-process.
-  state = TrainState(step=jnp.zeros([], jnp.int32), params=params,
-                     opt_state=tx.init(params))
+  state = placement.put_state(TrainState(
+      step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params)))
   if meta is not None:
     state, _ = checkpointer.restore(latest, state)
+    state = placement.put_state(state)
     if noise.noise_steps(state.opt_state) != [progress.executed]:
       raise ConfigError('checkpoint', f'{checkpointer.directory}/{latest}: '
                         'its noise counter disagrees with its executions',
@@ -254,7 +273,7 @@ def _train(config, workdir: str, log, start: float, dataset, model,
                         'entries the newest checkpoint recorded (lines were '
                         'cut or replaced)', 'restore the original file')
   train_step = steps.make_train_step(steps.classification_loss(model.apply),
-                                     mechanism, tx)
+                                     mechanism, tx, placement, state)
   eval_step = steps.make_eval_step(model.apply)
   eval_batch = min(config.eval.batch_size, len(dataset.test_labels))
 
@@ -296,8 +315,9 @@ def _train(config, workdir: str, log, start: float, dataset, model,
     account()
     latest = checkpointer.latest()
     restored, meta = checkpointer.restore(latest, state)
-    restored = restored.replace(opt_state=noise.with_noise_step(
-        restored.opt_state, progress.executed))
+    restored = placement.put_state(restored.replace(
+        opt_state=noise.with_noise_step(restored.opt_state,
+                                        progress.executed)))
     event = {'reason': why, 'step': step, 'executed': progress.executed,
              'to_step': int(restored.step), 'to_checkpoint': latest,
              'epsilon': _json_number(spent())}
@@ -309,7 +329,8 @@ def _train(config, workdir: str, log, start: float, dataset, model,
       checkpoint(restored)  # Anchors the spending in a checkpoint.
       return restored, True
     lr_scale = float(restored.lr_scale) * config.recovery.lr_factor
-    restored = restored.replace(lr_scale=jnp.asarray(lr_scale, jnp.float32))
+    restored = placement.put_state(
+        restored.replace(lr_scale=jnp.asarray(lr_scale, jnp.float32)))
     progress.rollbacks += 1
     progress.best_eval_loss = meta['best_eval_loss']
     event['lr_scale'] = lr_scale
@@ -325,7 +346,9 @@ def _train(config, workdir: str, log, start: float, dataset, model,
   s = mechanism.summary()
   log(f'data {dataset.name}: {dataset.num_train} train / '
       f'{len(dataset.test_labels)} test from {dataset.source}')
-  log(f'model {config.model.name}: {num_params} parameters')
+  log(f'model {config.model.name}: {num_params} parameters on '
+      f'{placement.num_devices} {jax.devices()[0].platform} device(s) '
+      f'({jax.process_count()} host(s)), parameters {placement.param_sharding}')
   log(f'privacy: sampler {s["sampler"]} q={s["sampling_probability"]:.5g} '
       f'(expected batch {s["expected_batch_size"]:g}, padded to '
       f'{mechanism.sampler.padded_size}), C={config.dp.clip_norm:g}, '
@@ -343,7 +366,7 @@ def _train(config, workdir: str, log, start: float, dataset, model,
     # (held-out data: no privacy cost).
     progress.best_eval_loss, _ = steps.evaluate(
         eval_step, state.params, dataset.test_images, dataset.test_labels,
-        eval_batch)
+        eval_batch, placement)
     checkpoint(state)
   else:
     ledger.append('resume', dict(common, executed=progress.executed,
@@ -370,7 +393,7 @@ def _train(config, workdir: str, log, start: float, dataset, model,
   done = int(state.step)  # Host copy: reading state.step would sync a step.
   with _StopSignals() as signals:
     while done < planned:
-      if signals.received:
+      if distributed.any_host(signals.received is not None):
         status = INTERRUPTED
         break
       replaying = progress.executed < ledger.executions()
@@ -378,7 +401,8 @@ def _train(config, workdir: str, log, start: float, dataset, model,
         status = BUDGET_EXHAUSTED
         break
       batch = _batch_arrays(dataset,
-                            mechanism.sampler.sample(progress.executed))
+                            mechanism.sampler.sample(progress.executed),
+                            placement)
       state, metrics = train_step(state, batch)
       progress.executed += 1
       done += 1
@@ -389,7 +413,7 @@ def _train(config, workdir: str, log, start: float, dataset, model,
       if evaluate_now:
         test_loss, accuracy = steps.evaluate(
             eval_step, state.params, dataset.test_images, dataset.test_labels,
-            eval_batch)
+            eval_batch, placement)
         eval_loss = test_loss
       why = divergence.reason(divergence.params_finite(state.params),
                               eval_loss, progress.best_eval_loss,
@@ -433,11 +457,11 @@ def _train(config, workdir: str, log, start: float, dataset, model,
       state, stopped = on_divergence(state, 'the parameters are not all '
                                      'finite', int(state.step))
       status = DIVERGED if stopped else INTERRUPTED
-    ledger.append('interrupted', {'signal': signals.received,
+    ledger.append('interrupted', {'signal': signals.received or 'another host',
                                   'step': int(state.step),
                                   'executed': progress.executed,
                                   'epsilon': _json_number(spent())})
-    log(f'{signals.received} at step {int(state.step)}: checkpoint saved; '
+    log(f'{signals.received or "a signal to another host"} at step {int(state.step)}: checkpoint saved; '
         'rerun the same command to resume')
   done = int(state.step)
   if status == BUDGET_EXHAUSTED:
@@ -457,7 +481,7 @@ def _train(config, workdir: str, log, start: float, dataset, model,
   if status != COMPLETED or math.isnan(accuracy):
     test_loss, accuracy = steps.evaluate(
         eval_step, state.params, dataset.test_images, dataset.test_labels,
-        eval_batch)
+        eval_batch, placement)
 
   eps = spent()
   results = dict(s)  # The planned run; `epsilon` is replaced by ε spent.
@@ -480,6 +504,8 @@ def _train(config, workdir: str, log, start: float, dataset, model,
       'seed': config.seed,
       'secure_noise': bool(config.dp.secure_noise),
       'platform': jax.devices()[0].platform,
+      'num_devices': placement.num_devices,
+      'num_hosts': jax.process_count(),
       'wall_seconds': time.time() - start,
       'history': progress.evals,
       'rollback_log': progress.rollback_log,
@@ -490,6 +516,8 @@ def _train(config, workdir: str, log, start: float, dataset, model,
                           'delta': mechanism.delta,
                           'accuracy': results['accuracy']})
   results['ledger_head'] = ledger.head
+  if not distributed.is_primary():
+    return results
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     f.write(config.to_json(indent=2))
   with open(os.path.join(workdir, 'results.json'), 'w') as f:

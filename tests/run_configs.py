@@ -24,3 +24,16 @@ def fixed_sigma_config(num_steps: int, **overrides):
   for key, value in overrides.items():
     set_field(config, key.replace('__', '.'), value)
   return config
+
+
+def data_parallel_run_config(num_steps: int, **overrides):
+  """A short run whose batches split evenly over 1, 2, 4 or 8 devices.
+
+  Fixed-size batches of 64: every step has the same shape, so a second
+  compilation of the step can only come from a change of layout.
+  """
+  config = fixed_sigma_config(num_steps, dp__sampler='fixed_size',
+                              dp__batch_size=64)
+  for key, value in overrides.items():
+    set_field(config, key.replace('__', '.'), value)
+  return config

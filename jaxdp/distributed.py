@@ -1,0 +1,82 @@
+"""Multi-host runs on JAX's own runtime (`jax.distributed`).
+
+Every host runs the same program. They share the seed, so every host draws
+the same sampled index list and gathers only the rows of its own devices
+(`sharding.Placement.put_batch`); the clipped sums are added across all
+devices and the noise, drawn from the shared key, is added once to the global
+sum. Files in the workdir (the privacy ledger, results, the workdir lock) are
+written by host 0 alone; checkpoints are written by orbax, which coordinates
+the hosts itself. The workdir must therefore be on a filesystem every host
+sees.
+
+Decisions that end or steer the loop must be the same on every host, or the
+hosts would wait on each other forever: the budget and divergence tests use
+only values every host holds (counts and replicated losses), and a stop
+signal received by any host stops all of them (`any_host`).
+"""
+
+from typing import Optional
+
+import jax
+from jax.experimental import multihost_utils
+import numpy as np
+
+from jaxdp.errors import ConfigError
+
+
+def initialize(coordinator_address: str = '', num_processes: int = 0,
+               process_id: int = -1,
+               local_device_ids: Optional[list] = None) -> None:
+  """Joins this process to a multi-host run.
+
+  Args:
+    coordinator_address: host:port of process 0's coordinator. Empty: JAX
+      detects the cluster from the environment (SLURM, Open MPI, Cloud TPU
+      pod slices, GKE), which then also gives the two values below.
+    num_processes: number of processes (hosts) in the run; 0 = detect.
+    process_id: this process's index in [0, num_processes); -1 = detect.
+    local_device_ids: devices of this host this process uses (None = all).
+  """
+  kwargs = {}
+  if coordinator_address:
+    if not (num_processes > 0 and 0 <= process_id < num_processes):
+      raise ConfigError(
+          'process_id',
+          f'--coordinator_address needs --num_processes > 0 and '
+          f'--process_id in [0, num_processes); got {num_processes}, '
+          f'{process_id}', 'give all three flags, or none to let JAX read '
+          'the cluster environment')
+    kwargs = dict(coordinator_address=coordinator_address,
+                  num_processes=num_processes, process_id=process_id)
+  if local_device_ids is not None:
+    kwargs['local_device_ids'] = local_device_ids
+  jax.distributed.initialize(**kwargs)
+
+
+def is_primary() -> bool:
+  """Whether this host writes the workdir's files (host 0)."""
+  return jax.process_index() == 0
+
+
+def any_host(flag: bool) -> bool:
+  """True on every host when `flag` is True on at least one."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  flags = multihost_utils.process_allgather(np.asarray(bool(flag)))
+  return bool(np.any(flags))
+
+
+def barrier(name: str) -> None:
+  """Waits until every host has reached the barrier called `name`."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+
+
+def same_seed(seed: int) -> int:
+  """Host 0's `seed` (an integer below 2**128) on every host."""
+  if jax.process_count() == 1:
+    return seed
+  words = np.array([(seed >> (32 * i)) & 0xFFFFFFFF for i in range(4)],
+                   np.uint32)
+  words = np.asarray(multihost_utils.broadcast_one_to_all(words))
+  return sum(int(w) << (32 * i) for i, w in enumerate(words))
