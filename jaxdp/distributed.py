@@ -66,17 +66,44 @@ def any_host(flag: bool) -> bool:
   return bool(np.any(flags))
 
 
+# On several hosts, stop signals are polled every this many steps: polling is
+# an all-gather, which would otherwise make every step wait for the last.
+SIGNAL_POLL_STEPS = 10
+
+
+def stop_requested(received: bool, step: int) -> bool:
+  """Whether the loop stops before `step` (same answer on every host)."""
+  if jax.process_count() == 1:
+    return received
+  return step % SIGNAL_POLL_STEPS == 0 and any_host(received)
+
+
+def agreed_reason(reason: Optional[str]) -> Optional[str]:
+  """A divergence seen by any host, seen by all (the others get a stand-in)."""
+  if jax.process_count() == 1 or not any_host(reason is not None):
+    return reason
+  return reason or 'divergence detected on another host'
+
+
 def barrier(name: str) -> None:
   """Waits until every host has reached the barrier called `name`."""
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)
 
 
-def same_seed(seed: int) -> int:
-  """Host 0's `seed` (an integer below 2**128) on every host."""
+def host0_int(value: int) -> int:
+  """Host 0's `value` (an integer in [0, 2**128)) on every host."""
   if jax.process_count() == 1:
-    return seed
-  words = np.array([(seed >> (32 * i)) & 0xFFFFFFFF for i in range(4)],
+    return value
+  words = np.array([(value >> (32 * i)) & 0xFFFFFFFF for i in range(4)],
                    np.uint32)
   words = np.asarray(multihost_utils.broadcast_one_to_all(words))
   return sum(int(w) << (32 * i) for i, w in enumerate(words))
+
+
+def check_same(field: str, what: str, value: int, fix: str) -> None:
+  """ConfigError on every host unless every host holds the same `value`."""
+  if jax.process_count() == 1:
+    return
+  if any_host(host0_int(value) != value):
+    raise ConfigError(field, f'the hosts disagree on {what}', fix)

@@ -181,9 +181,13 @@ def train_and_evaluate(config, workdir: str,
   model = models.build_model(config.model, dataset.num_classes)
   sample_input = jnp.asarray(dataset.train_images[:1])
   models.check_no_example_mixing(model, sample_input)
+  # Every host must gather the same rows for the same index.
+  distributed.check_same(
+      'data.data_dir', 'the training data (SHA-256 of the training split)',
+      int(dataset.fingerprint()[:32], 16),
+      'give every host the same data files (the same data.data_dir contents)')
   os.makedirs(workdir, exist_ok=True)
-  with (_workdir_lock(workdir) if distributed.is_primary()
-        else contextlib.nullcontext()):
+  with _workdir_lock(workdir):
     return _train(config, workdir, log, start, dataset, model, sample_input)
 
 
@@ -191,27 +195,39 @@ def train_and_evaluate(config, workdir: str,
 def _workdir_lock(workdir: str):
   """One run per workdir: two would fork the ledger and share draws.
 
-  An advisory lock on `<workdir>/.lock`; the OS releases it when the process
-  dies, so a killed run never blocks its own resume.
+  An advisory lock on `<workdir>/.lock`, taken by host 0; the OS releases it
+  when the process dies, so a killed run never blocks its own resume. Every
+  host learns whether it was taken, so all of them stop if it was not.
   """
-  with open(os.path.join(workdir, '.lock'), 'w') as lock:
-    try:
-      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as e:
+  primary = distributed.is_primary()
+  with (open(os.path.join(workdir, '.lock'), 'w') if primary
+        else contextlib.nullcontext()) as lock:
+    busy = False
+    if primary:
+      try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        busy = True
+    if distributed.any_host(busy):
       raise ConfigError('workdir', f'{workdir} is in use by another run',
-                        'wait for that run to end, or use another '
-                        '--workdir') from e
+                        'wait for that run to end, or use another --workdir')
     try:
       yield
     finally:
-      fcntl.flock(lock, fcntl.LOCK_UN)
+      if primary:
+        fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _train(config, workdir: str, log, start: float, dataset, model,
            sample_input) -> dict:
   """train_and_evaluate, once the workdir is ours."""
   checkpointer = checkpointing.Checkpointer(workdir, config.checkpoint.keep)
-  latest = checkpointer.latest()
+  # Host 0's listing decides (another host's view of a shared filesystem may
+  # lag); from here on the newest checkpoint is tracked, not listed again.
+  listed = checkpointer.latest()
+  listed = distributed.host0_int(0 if listed is None else listed + 1)
+  latest = None if listed == 0 else listed - 1
+  newest = [latest]  # Executions of the newest checkpoint (None: none yet).
   meta = None if latest is None else checkpointer.read_meta(latest)
   try:
     ledger = ledger_lib.Ledger(workdir, write=distributed.is_primary())
@@ -295,7 +311,7 @@ def _train(config, workdir: str, log, start: float, dataset, model,
 
   def checkpoint(state) -> None:
     account()
-    if checkpointer.latest() == progress.executed:
+    if newest[0] == progress.executed:
       return  # Nothing ran since the newest checkpoint.
     checkpointer.save(progress.executed, state, dict(
         progress.to_json(), privacy=settings, logical_step=int(state.step),
@@ -304,6 +320,7 @@ def _train(config, workdir: str, log, start: float, dataset, model,
         if accounted() else [],
         config=json.loads(config.to_json()),
         ledger={'entries': len(ledger.entries), 'head': ledger.head}))
+    newest[0] = progress.executed
     ledger.append('checkpoint', {'executed': progress.executed,
                                  'step': int(state.step)})
 
@@ -313,7 +330,7 @@ def _train(config, workdir: str, log, start: float, dataset, model,
     # steps lost in a crash: those draws were spent by the lost run.
     progress.executed = accounted()
     account()
-    latest = checkpointer.latest()
+    latest = newest[0]
     restored, meta = checkpointer.restore(latest, state)
     restored = placement.put_state(restored.replace(
         opt_state=noise.with_noise_step(restored.opt_state,
@@ -393,7 +410,7 @@ def _train(config, workdir: str, log, start: float, dataset, model,
   done = int(state.step)  # Host copy: reading state.step would sync a step.
   with _StopSignals() as signals:
     while done < planned:
-      if distributed.any_host(signals.received is not None):
+      if distributed.stop_requested(signals.received is not None, done):
         status = INTERRUPTED
         break
       replaying = progress.executed < ledger.executions()
@@ -415,9 +432,9 @@ def _train(config, workdir: str, log, start: float, dataset, model,
             eval_step, state.params, dataset.test_images, dataset.test_labels,
             eval_batch, placement)
         eval_loss = test_loss
-      why = divergence.reason(divergence.params_finite(state.params),
-                              eval_loss, progress.best_eval_loss,
-                              config.recovery.loss_spike_factor)
+      why = distributed.agreed_reason(divergence.reason(
+          divergence.params_finite(state.params), eval_loss,
+          progress.best_eval_loss, config.recovery.loss_spike_factor))
       if why is not None:
         state, stopped = on_divergence(state, why, done)
         done = int(state.step)
@@ -450,6 +467,9 @@ def _train(config, workdir: str, log, start: float, dataset, model,
             f'{row["non_private_diagnostics"]["clipped_fraction"]:.2f} | '
             f'{time.time() - start:.1f}s')
 
+  # One name on every host (each host keeps the same ledger chain).
+  stop_signal = (signals.received if jax.process_count() == 1
+                 else 'SIGTERM or SIGINT on one of the hosts')
   if status == INTERRUPTED:
     if divergence.params_finite(state.params):
       checkpoint(state)
@@ -457,11 +477,11 @@ def _train(config, workdir: str, log, start: float, dataset, model,
       state, stopped = on_divergence(state, 'the parameters are not all '
                                      'finite', int(state.step))
       status = DIVERGED if stopped else INTERRUPTED
-    ledger.append('interrupted', {'signal': signals.received or 'another host',
+    ledger.append('interrupted', {'signal': stop_signal,
                                   'step': int(state.step),
                                   'executed': progress.executed,
                                   'epsilon': _json_number(spent())})
-    log(f'{signals.received or "a signal to another host"} at step {int(state.step)}: checkpoint saved; '
+    log(f'{stop_signal} at step {int(state.step)}: checkpoint saved; '
         'rerun the same command to resume')
   done = int(state.step)
   if status == BUDGET_EXHAUSTED:

@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from jaxdp import scaling
 from jaxdp import sharding
 from jaxdp import steps
 from jaxdp.mechanism import build_mechanism
@@ -155,6 +156,8 @@ def main():
       'variants': variants,
       'noise': noise_of_zero_gradients(),
       'run': whole_run(5),
+      'scaling': scaling.run('mlp', (1, 8), batch_size=16, timed_steps=2,
+                             log=lambda line: None),
   }))
 
 

@@ -46,6 +46,10 @@ _CASES = [
                                  'data.data_dir': '/nonexistent/mnist'},
      'data.data_dir', 'no original mnist files'),
     ('seed out of range', {'seed': -1}, 'seed', 'integer'),
+    ('more devices than there are', {'perf.num_devices': 3},
+     'perf.num_devices', 'devices JAX sees'),
+    ('unknown parameter sharding', {'perf.param_sharding': 'zero3'},
+     'perf.param_sharding', 'fsdp'),
 ]
 
 

@@ -87,6 +87,14 @@ def test_whole_run_on_eight_devices_matches_one_device(eight_devices,
   assert run['train_step_compiles'] == 1
 
 
+def test_scaling_reports_every_device_count(eight_devices):
+  rows = eight_devices['scaling']
+  assert set(rows) == {'1', '8'}  # JSON keys.
+  assert rows['1']['relative_to_first'] == 1.0
+  for row in rows.values():
+    assert row['median_ms'] > 0 and row['examples_per_s'] > 0
+
+
 def _free_port() -> int:
   with socket.socket() as s:
     s.bind(('localhost', 0))
@@ -117,8 +125,10 @@ def test_two_hosts_match_one_host(one_device_run, tmp_path):
   # connection lines on every host).
   said = [line for line in outputs[1][0].splitlines()
           if not line.startswith('[Gloo]')]
-  assert said == []
-  results = json.loads(outputs[0][0].strip().splitlines()[-1])
+  assert said == [], outputs[1]
+  last = [line for line in outputs[0][0].splitlines()
+          if not line.startswith('[Gloo]')][-1]
+  results = json.loads(last)
   assert (results['num_hosts'], results['num_devices']) == (2, 4)
   assert results['epsilon'] == one_device_run['epsilon']
   np.testing.assert_allclose(results['test_loss'],
