@@ -244,7 +244,7 @@ def _train(config, workdir: str, log, start: float, dataset, model,
   # Every host has read the same ledger and checkpoint before host 0 writes.
   distributed.barrier('jaxdp: workdir read')
   if meta is None:
-    progress = Progress(privacy_seed=distributed.same_seed(secure_seed())
+    progress = Progress(privacy_seed=distributed.host0_int(secure_seed())
                         if config.dp.secure_noise else config.seed)
   else:
     progress = Progress.from_json(meta)

@@ -28,8 +28,10 @@ def _perf(microbatch=None, overflow=1e-3):
                                     'batch_overflow_probability': overflow})
 
 
-def _mechanism(dp, n=60_000, steps=None, epochs=None, perf=None):
-  return build_mechanism(dp, perf or _perf(), n, steps, epochs, seed=0)
+def _mechanism(dp, n=60_000, steps=None, epochs=None, perf=None,
+               num_devices=1):
+  return build_mechanism(dp, perf or _perf(), n, steps, epochs, seed=0,
+                         num_devices=num_devices)
 
 
 def test_tf_privacy_tutorial_value():
@@ -68,11 +70,15 @@ def test_calibration_inverts_epsilon(name):
 def test_performance_settings_do_not_change_epsilon_or_sigma():
   dp = _dp(noise_multiplier=None, target_epsilon=3.0, accountant='rdp')
   reference = _mechanism(dp, epochs=5)
-  for perf in (_perf(1), _perf(16), _perf(64, 1e-9), _perf(None, 0.3)):
-    other = _mechanism(dp, epochs=5, perf=perf)
+  for perf, devices in ((_perf(1), 1), (_perf(16), 1), (_perf(64, 1e-9), 1),
+                        (_perf(None, 0.3), 1), (_perf(16), 8),
+                        (_perf(None), 512)):
+    other = _mechanism(dp, epochs=5, perf=perf, num_devices=devices)
     assert other.noise_multiplier == reference.noise_multiplier
     assert other.epsilon() == reference.epsilon()
-    assert other.sampler.padded_size % (perf.microbatch_size or 1) == 0
+    # Every device gets whole microbatches.
+    assert other.sampler.padded_size % ((perf.microbatch_size or 1) *
+                                        devices) == 0
 
 
 def test_poisson_mechanism_parts_agree():
