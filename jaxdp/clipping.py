@@ -69,10 +69,14 @@ def squared_norms(per_example_grads: PyTree) -> jax.Array:
 
 def clip_factors(norms: jax.Array, mask: jax.Array,
                  clip_norm: float) -> tuple[jax.Array, jax.Array]:
-  """Weights min(1, C/‖g_i‖) for real, finite examples; 0 otherwise."""
+  """Weights min(1, C/‖g_i‖) for real, finite examples; 0 otherwise.
+
+  `clip_norm` may be a traced (finite) value, so one compiled step can serve
+  several clip norms.
+  """
   finite = jnp.isfinite(norms)
   keep = jnp.logical_and(mask, finite)
-  if math.isinf(clip_norm):
+  if isinstance(clip_norm, (int, float)) and math.isinf(clip_norm):
     factor = jnp.ones_like(norms)
   else:  # C / max(‖g‖, C) = min(1, C / ‖g‖), and is finite for ‖g‖ = 0.
     factor = clip_norm / jnp.maximum(jnp.where(finite, norms, 0.0), clip_norm)

@@ -141,7 +141,6 @@ def main():
   reference = step_results(1, 'replicated', None, 'fast')
   variants = {}
   for devices, placement, microbatch, clipping in (
-      (1, 'replicated', 4, 'fast'),  # Accumulation alone.
       (8, 'replicated', None, 'fast'),
       (8, 'fsdp', 1, 'vmap'),  # 8 devices × 2 microbatches of 1.
       (2, 'fsdp', 4, 'ghost')):
@@ -156,7 +155,7 @@ def main():
       'variants': variants,
       'noise': noise_of_zero_gradients(),
       'run': whole_run(5),
-      'scaling': scaling.run('mlp', (1, 8), batch_size=16, timed_steps=2,
+      'scaling': scaling.run('mlp', (8,), batch_size=16, timed_steps=2,
                              log=lambda line: None),
   }))
 

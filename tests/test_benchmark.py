@@ -27,7 +27,7 @@ def test_every_benchmark_problem_gives_finite_per_example_losses(model):
   problem = benchmark.make_problem(model, 2, wrn_width=1)
   if model == 'wrn16_4':
     assert 'WRN-16-1' in problem.description
-  losses = problem.batch_loss(problem.params, problem.inputs)
+  losses = jax.jit(problem.batch_loss)(problem.params, problem.inputs)
   assert losses.shape == (2,) and bool(jax.numpy.all(jax.numpy.isfinite(losses)))
 
 
