@@ -10,9 +10,12 @@ the hosts itself. The workdir must therefore be on a filesystem every host
 sees.
 
 Decisions that end or steer the loop must be the same on every host, or the
-hosts would wait on each other forever: the budget and divergence tests use
-only values every host holds (counts and replicated losses), and a stop
-signal received by any host stops all of them (`any_host`).
+hosts would wait on each other forever. The budget test uses counts every
+host holds; which checkpoint exists is host 0's listing, sent to all; a
+divergence seen by any host acts on all of them, with host 0's reason; a stop
+signal received by any host stops all of them at the next poll (every
+`SIGNAL_POLL_STEPS` steps); and the hosts check that they loaded the same data
+and read the same ledger.
 """
 
 from typing import Optional
@@ -79,10 +82,21 @@ def stop_requested(received: bool, step: int) -> bool:
 
 
 def agreed_reason(reason: Optional[str]) -> Optional[str]:
-  """A divergence seen by any host, seen by all (the others get a stand-in)."""
+  """A divergence seen by any host, seen by all, with host 0's wording."""
   if jax.process_count() == 1 or not any_host(reason is not None):
     return reason
-  return reason or 'divergence detected on another host'
+  return host0_text(reason or 'divergence detected on another host')
+
+
+def host0_text(text: str, max_bytes: int = 512) -> str:
+  """Host 0's `text` (cut to `max_bytes` of UTF-8) on every host."""
+  if jax.process_count() == 1:
+    return text
+  data = np.zeros(max_bytes, np.uint8)
+  raw = text.encode('utf-8')[:max_bytes]
+  data[:len(raw)] = np.frombuffer(raw, np.uint8)
+  data = np.asarray(multihost_utils.broadcast_one_to_all(data))
+  return bytes(data).rstrip(b'\0').decode('utf-8', errors='replace')
 
 
 def barrier(name: str) -> None:

@@ -1,8 +1,9 @@
 """Examples per second of the data-parallel DP step on 1, 2, 4, ... devices.
 
-Each device count gets the same model, the same global batch (padded as
-training pads it: to whole microbatches on every device) and the same DP step
-as training uses (`steps.make_train_step` with a `Placement` over the
+Each device count gets the same model, the same global batch (fixed-size,
+padded as training pads such batches: to whole microbatches on every device;
+Poisson batches are padded further, to their overflow cap) and the same DP
+step as training uses (`steps.make_train_step` with a `Placement` over the
 first D devices: per-example clipping on each device's share, one `psum`, one
 noise draw). Counts alternate step by step so that load on a shared machine
 affects them alike; the median step is reported.

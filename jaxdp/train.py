@@ -26,6 +26,7 @@ What makes a run survive (see the README's "Runs that survive"):
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -36,6 +37,7 @@ from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxdp import budget as budget_lib
@@ -82,6 +84,14 @@ def _batch_arrays(dataset: data.Dataset, batch,
     labels[~mask] = 0
     return {'inputs': (images, labels), 'mask': mask}
   return placement.put_batch(gather, len(batch.indices))
+
+
+def _data_digest(dataset: data.Dataset) -> int:
+  """128 bits of SHA-256 over both splits (compared across hosts)."""
+  digest = hashlib.sha256(dataset.fingerprint().encode())
+  for array in (dataset.test_images, dataset.test_labels):
+    digest.update(memoryview(np.ascontiguousarray(array)).cast('B'))
+  return int(digest.hexdigest()[:32], 16)
 
 
 def _json_number(x: float) -> Optional[float]:
@@ -181,11 +191,11 @@ def train_and_evaluate(config, workdir: str,
   model = models.build_model(config.model, dataset.num_classes)
   sample_input = jnp.asarray(dataset.train_images[:1])
   models.check_no_example_mixing(model, sample_input)
-  # Every host must gather the same rows for the same index.
-  distributed.check_same(
-      'data.data_dir', 'the training data (SHA-256 of the training split)',
-      int(dataset.fingerprint()[:32], 16),
-      'give every host the same data files (the same data.data_dir contents)')
+  if jax.process_count() > 1:  # The same index must mean the same example.
+    distributed.check_same(
+        'data.data_dir', 'the data (SHA-256 of the training and held-out '
+        'splits)', _data_digest(dataset), 'give every host the same data '
+        'files (the same data.data_dir contents)')
   os.makedirs(workdir, exist_ok=True)
   with _workdir_lock(workdir):
     return _train(config, workdir, log, start, dataset, model, sample_input)
@@ -242,6 +252,9 @@ def _train(config, workdir: str, log, start: float, dataset, model,
                       'directory, or start over in a new --workdir')
 
   # Every host has read the same ledger and checkpoint before host 0 writes.
+  distributed.check_same('ledger', f'{ledger_lib.FILENAME} (its head hash)',
+                         int(ledger.head[:32], 16), 'put the workdir on a '
+                         'filesystem every host sees the same way')
   distributed.barrier('jaxdp: workdir read')
   if meta is None:
     progress = Progress(privacy_seed=distributed.host0_int(secure_seed())
