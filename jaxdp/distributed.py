@@ -12,10 +12,10 @@ sees.
 Decisions that end or steer the loop must be the same on every host, or the
 hosts would wait on each other forever. The budget test uses counts every
 host holds; which checkpoint exists is host 0's listing, sent to all; a
-divergence seen by any host acts on all of them, with host 0's reason; a stop
-signal received by any host stops all of them at the next poll (every
-`SIGNAL_POLL_STEPS` steps); and the hosts check that they loaded the same data
-and read the same ledger.
+divergence seen by any host acts on all of them, with host 0's reason;
+SIGTERM on any host stops all of them at one step that JAX's preemption
+service agrees on (SIGINT at the next poll, every `SIGNAL_POLL_STEPS` steps);
+and the hosts check that they loaded the same data and read the same ledger.
 """
 
 from typing import Optional
@@ -69,15 +69,33 @@ def any_host(flag: bool) -> bool:
   return bool(np.any(flags))
 
 
-# On several hosts, stop signals are polled every this many steps: polling is
-# an all-gather, which would otherwise make every step wait for the last.
+# On several hosts, signals this process catches itself (SIGINT; SIGTERM when
+# JAX's preemption service is off) are polled every this many steps: polling
+# is an all-gather, which would otherwise make every step wait for the last.
 SIGNAL_POLL_STEPS = 10
 
 
+def preemption_service() -> bool:
+  """Whether JAX's preemption service handles SIGTERM (several hosts)."""
+  return jax.process_count() > 1 and bool(
+      jax.config.jax_enable_preemption_service)
+
+
 def stop_requested(received: bool, step: int) -> bool:
-  """Whether the loop stops before `step` (same answer on every host)."""
+  """Whether the loop stops before `step` (same answer on every host).
+
+  Args:
+    received: whether this host's own handler caught a stop signal.
+    step: a counter every host holds and that only grows; called at every
+      value of it (JAX's preemption service requires that).
+  """
   if jax.process_count() == 1:
     return received
+  # SIGTERM on any host: JAX's service picks one step for all of them,
+  # without a collective per step.
+  if preemption_service() and multihost_utils.reached_preemption_sync_point(
+      step):
+    return True
   return step % SIGNAL_POLL_STEPS == 0 and any_host(received)
 
 

@@ -148,15 +148,21 @@ class Progress:
 
 
 class _StopSignals:
-  """Turns SIGTERM/SIGINT into a flag the loop polls between steps."""
+  """Turns SIGTERM/SIGINT into a flag the loop polls between steps.
 
-  def __init__(self):
+  On several hosts JAX's preemption service already catches SIGTERM and
+  agrees with the other hosts on a step to stop at; SIGTERM is left to it.
+  """
+
+  def __init__(self, sigterm: bool = True):
     self.received = None
+    self._signals = (signal.SIGTERM, signal.SIGINT) if sigterm else (
+        signal.SIGINT,)
     self._previous = {}
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
-      for sig in (signal.SIGTERM, signal.SIGINT):
+      for sig in self._signals:
         self._previous[sig] = signal.signal(sig, self._handle)
     return self
 
@@ -421,9 +427,11 @@ def _train(config, workdir: str, log, start: float, dataset, model,
   status = COMPLETED
   test_loss = accuracy = float('nan')
   done = int(state.step)  # Host copy: reading state.step would sync a step.
-  with _StopSignals() as signals:
+  with _StopSignals(sigterm=not distributed.preemption_service()) as signals:
     while done < planned:
-      if distributed.stop_requested(signals.received is not None, done):
+      # Executions, not steps: the same on every host and never going back.
+      if distributed.stop_requested(signals.received is not None,
+                                    progress.executed):
         status = INTERRUPTED
         break
       replaying = progress.executed < ledger.executions()
@@ -482,7 +490,8 @@ def _train(config, workdir: str, log, start: float, dataset, model,
 
   # One name on every host (each host keeps the same ledger chain).
   stop_signal = (signals.received if jax.process_count() == 1
-                 else 'SIGTERM or SIGINT on one of the hosts')
+                 else 'SIGTERM (JAX preemption notice) or SIGINT on one of '
+                 'the hosts')
   if status == INTERRUPTED:
     if divergence.params_finite(state.params):
       checkpoint(state)

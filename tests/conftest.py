@@ -31,6 +31,16 @@ def pytest_configure(config):
       'deselected unless -m slow')
 
 
+def pytest_collection_modifyitems(config, items):
+  """Leaves `slow` tests out unless markers were chosen (`-m slow`)."""
+  if config.getoption('markexpr'):
+    return
+  slow = [item for item in items if 'slow' in item.keywords]
+  if slow:
+    config.hook.pytest_deselected(items=slow)
+    items[:] = [item for item in items if 'slow' not in item.keywords]
+
+
 def pytest_unconfigure(config):
   shutil.rmtree(config.stash.get(_CACHE_DIR, ''), ignore_errors=True)
 

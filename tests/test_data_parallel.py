@@ -8,11 +8,14 @@ of simulated CPU devices when it starts.
 """
 
 import json
+import fcntl
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 import jax
 import numpy as np
@@ -101,23 +104,36 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_two_hosts_match_one_host(one_device_run, tmp_path):
-  """Two processes on localhost (2 CPU devices each) via JAX's runtime."""
+_TWO_HOST_RUN = ['--config.eval.every_steps=0',
+                 '--config.dp.noise_multiplier=1', '--config.dp.accountant=rdp',
+                 '--config.dp.target_epsilon=inf',
+                 '--config.dp.sampler=fixed_size', '--config.dp.batch_size=64']
+
+
+def _start_two_hosts(workdir, *overrides) -> list:
+  """Two `experiments.train` processes on localhost, 2 CPU devices each."""
   if jax.config.jax_cpu_collectives_implementation in (None, '', 'none'):
     pytest.skip('this JAX has no CPU collectives (gloo or mpi): processes '
                 'cannot add their sums')
   port = _free_port()
-  overrides = ['--config.train.num_steps=5', '--config.eval.every_steps=0',
-               '--config.dp.noise_multiplier=1', '--config.dp.accountant=rdp',
-               '--config.dp.target_epsilon=inf',
-               '--config.dp.sampler=fixed_size', '--config.dp.batch_size=64']
-  hosts = [subprocess.Popen(
+  return [subprocess.Popen(
       [sys.executable, '-m', 'experiments.train', '--config=configs/base.py',
-       f'--workdir={tmp_path}', *overrides,
+       f'--workdir={workdir}', *_TWO_HOST_RUN, *overrides,
        f'--coordinator_address=localhost:{port}', '--num_processes=2',
        f'--process_id={i}'],
       cwd=_ROOT, env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
       text=True) for i in (0, 1)]
+
+
+def _results(stdout: str) -> dict:
+  """Host 0's final JSON line (Gloo's own lines may come after it)."""
+  return json.loads([line for line in stdout.splitlines()
+                     if line.startswith('{')][-1])
+
+
+def test_two_hosts_match_one_host(one_device_run, tmp_path):
+  """Two processes on localhost (2 CPU devices each) via JAX's runtime."""
+  hosts = _start_two_hosts(tmp_path, '--config.train.num_steps=5')
   outputs = [h.communicate(timeout=300) for h in hosts]
   for h, (_, err) in zip(hosts, outputs):
     assert h.returncode == 0, err[-4000:]
@@ -129,9 +145,7 @@ def test_two_hosts_match_one_host(one_device_run, tmp_path):
   spoke = [line for line in outputs[1][0].splitlines()
            if line.startswith(jaxdp_lines)]
   assert spoke == [], outputs[1]
-  last = [line for line in outputs[0][0].splitlines()
-          if line.startswith('{')][-1]
-  results = json.loads(last)
+  results = _results(outputs[0][0])
   assert (results['num_hosts'], results['num_devices']) == (2, 4)
   assert results['epsilon'] == one_device_run['epsilon']
   np.testing.assert_allclose(results['test_loss'],
@@ -139,3 +153,56 @@ def test_two_hosts_match_one_host(one_device_run, tmp_path):
   assert results['accuracy'] == one_device_run['accuracy']
   # One writer: one unbroken chain, anchored in the checkpoint orbax wrote.
   assert ledger.verify_workdir(str(tmp_path))['executions'] == 5
+
+
+# Longer multi-host checks (about a minute each): python -m pytest -m slow
+
+
+@pytest.mark.slow
+def test_a_busy_workdir_stops_every_host(tmp_path):
+  with open(tmp_path / '.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    hosts = _start_two_hosts(tmp_path, '--config.train.num_steps=5')
+    outputs = [h.communicate(timeout=300) for h in hosts]
+  for h, (_, err) in zip(hosts, outputs):
+    assert h.returncode == 2, err[-2000:]
+    assert 'error: workdir:' in err and 'in use by another run' in err
+  assert not os.path.exists(tmp_path / ledger.FILENAME)
+
+
+@pytest.mark.slow
+def test_a_signal_to_host_1_stops_both_and_the_resume_is_exact(tmp_path):
+  steps = '--config.train.num_steps=200'
+  whole = _start_two_hosts(tmp_path / 'whole', steps)
+  expected = _results(whole[0].communicate(timeout=600)[0])
+  whole[1].communicate(timeout=600)
+  hosts = _start_two_hosts(tmp_path / 'cut', steps)
+  first = tmp_path / 'cut' / 'checkpoints' / '0'
+  while not first.exists() and hosts[1].poll() is None:
+    time.sleep(0.05)
+  hosts[1].send_signal(signal.SIGTERM)
+  outputs = [h.communicate(timeout=600) for h in hosts]
+  assert [h.returncode for h in hosts] == [75, 75], outputs[0][1][-2000:]
+  stopped = _results(outputs[0][0])
+  assert stopped['status'] == 'interrupted' and stopped['steps'] < 200
+  resumed = _start_two_hosts(tmp_path / 'cut', steps)
+  outputs = [h.communicate(timeout=600) for h in resumed]
+  assert [h.returncode for h in resumed] == [0, 0], outputs[0][1][-2000:]
+  final = _results(outputs[0][0])
+  assert final['test_loss'] == expected['test_loss']  # Bit-identical.
+  assert final['executed_steps'] == 200
+  assert ledger.verify_workdir(str(tmp_path / 'cut'))['executions'] == 200
+
+
+@pytest.mark.slow
+def test_rollbacks_on_two_hosts_keep_one_verified_ledger(tmp_path):
+  hosts = _start_two_hosts(tmp_path, '--config.train.num_steps=6',
+                           '--config.eval.every_steps=2',
+                           '--config.recovery.loss_spike_factor=1e-6',
+                           '--config.recovery.max_rollbacks=2')
+  outputs = [h.communicate(timeout=300) for h in hosts]
+  assert [h.returncode for h in hosts] == [1, 1], outputs[0][1][-2000:]
+  results = _results(outputs[0][0])
+  assert (results['status'], results['rollbacks']) == ('diverged', 2)
+  report = ledger.verify_workdir(str(tmp_path))
+  assert report['executions'] == results['executed_steps'] == 6
