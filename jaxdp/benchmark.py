@@ -107,21 +107,28 @@ def make_problem(name: str, batch_size: int, seed: int = 0,
   raise ValueError(f'unknown benchmark model {name!r}; use one of {MODELS}')
 
 
-def _dp_step(problem: Problem, method: str, batch_size: int,
-             microbatch_size: int):
-  clipping_method, microbatched, sigma = _DP_METHODS[method]
+def dp_mechanism(clipping_method: str, noise_multiplier: float,
+                 batch_size: int, microbatch_size=None, num_devices: int = 1):
+  """(mechanism, tx) of the timed DP steps: fixed-size batches, C = 1, SGD."""
   dp = ml_collections.ConfigDict({
       'sampler': 'fixed_size', 'batch_size': batch_size, 'clip_norm': 1.0,
-      'noise_multiplier': sigma,
+      'noise_multiplier': noise_multiplier,
       'target_epsilon': None, 'delta': 1e-5,
       'accountant': 'rdp', 'allow_large_delta': True})
   perf = ml_collections.ConfigDict({
-      'clipping': clipping_method,
-      'microbatch_size': microbatch_size if microbatched else None,
+      'clipping': clipping_method, 'microbatch_size': microbatch_size,
       'batch_overflow_probability': 1e-3})
   mechanism = build_mechanism(dp, perf, num_examples=10 * batch_size,
-                              num_steps=100, num_epochs=None, seed=0)
-  tx = optax.chain(mechanism.noise_transform(0), optax.sgd(0.1))
+                              num_steps=100, num_epochs=None, seed=0,
+                              num_devices=num_devices)
+  return mechanism, optax.chain(mechanism.noise_transform(0), optax.sgd(0.1))
+
+
+def _dp_step(problem: Problem, method: str, batch_size: int,
+             microbatch_size: int):
+  clipping_method, microbatched, sigma = _DP_METHODS[method]
+  mechanism, tx = dp_mechanism(clipping_method, sigma, batch_size,
+                               microbatch_size if microbatched else None)
   return steps.make_train_step(problem.batch_loss, mechanism, tx), tx
 
 

@@ -28,8 +28,7 @@ from jaxdp.errors import ConfigError
 
 
 def initialize(coordinator_address: str = '', num_processes: int = 0,
-               process_id: int = -1,
-               local_device_ids: Optional[list] = None) -> None:
+               process_id: int = -1) -> None:
   """Joins this process to a multi-host run.
 
   Args:
@@ -38,7 +37,6 @@ def initialize(coordinator_address: str = '', num_processes: int = 0,
       pod slices, GKE), which then also gives the two values below.
     num_processes: number of processes (hosts) in the run; 0 = detect.
     process_id: this process's index in [0, num_processes); -1 = detect.
-    local_device_ids: devices of this host this process uses (None = all).
   """
   kwargs = {}
   if coordinator_address:
@@ -51,8 +49,6 @@ def initialize(coordinator_address: str = '', num_processes: int = 0,
           'the cluster environment')
     kwargs = dict(coordinator_address=coordinator_address,
                   num_processes=num_processes, process_id=process_id)
-  if local_device_ids is not None:
-    kwargs['local_device_ids'] = local_device_ids
   jax.distributed.initialize(**kwargs)
 
 
@@ -86,8 +82,9 @@ def stop_requested(received: bool, step: int) -> bool:
 
   Args:
     received: whether this host's own handler caught a stop signal.
-    step: a counter every host holds and that only grows; called at every
-      value of it (JAX's preemption service requires that).
+    step: a counter every host holds, starting at the same value and
+      growing by one at each call (JAX's preemption service needs every
+      value: a skipped one could be the step it agreed on).
   """
   if jax.process_count() == 1:
     return received

@@ -19,33 +19,21 @@ from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-import optax
 
 from jaxdp import benchmark
 from jaxdp import sharding
 from jaxdp import steps
-from jaxdp.mechanism import build_mechanism
 from jaxdp.train_state import TrainState
 
 
 def _runner(problem, batch_size: int, num_devices: int,
             microbatch_size, param_sharding: str):
   """(run one step, compile seconds) of the DP step over D devices."""
-  dp = ml_collections.ConfigDict({
-      'sampler': 'fixed_size', 'batch_size': batch_size, 'clip_norm': 1.0,
-      'noise_multiplier': 1.0, 'target_epsilon': None, 'delta': 1e-5,
-      'accountant': 'rdp', 'allow_large_delta': True})
-  perf = ml_collections.ConfigDict({
-      'clipping': 'fast', 'microbatch_size': microbatch_size,
-      'batch_overflow_probability': 1e-3})
-  mechanism = build_mechanism(dp, perf, num_examples=10 * batch_size,
-                              num_steps=100, num_epochs=None, seed=0,
-                              num_devices=num_devices)
+  mechanism, tx = benchmark.dp_mechanism('fast', 1.0, batch_size,
+                                         microbatch_size, num_devices)
   placement = sharding.Placement(sharding.make_mesh(num_devices),
                                  param_sharding)
-  tx = optax.chain(mechanism.noise_transform(0), optax.sgd(0.1))
   params = jax.tree_util.tree_map(jnp.array, problem.params)
   state = placement.put_state(TrainState(
       step=jnp.zeros([], jnp.int32), params=params,

@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -427,11 +428,11 @@ def _train(config, workdir: str, log, start: float, dataset, model,
   status = COMPLETED
   test_loss = accuracy = float('nan')
   done = int(state.step)  # Host copy: reading state.step would sync a step.
+  polls = itertools.count(progress.executed)  # +1 per pass, on every host.
   with _StopSignals(sigterm=not distributed.preemption_service()) as signals:
     while done < planned:
-      # Executions, not steps: the same on every host and never going back.
       if distributed.stop_requested(signals.received is not None,
-                                    progress.executed):
+                                    next(polls)):
         status = INTERRUPTED
         break
       replaying = progress.executed < ledger.executions()
