@@ -29,15 +29,22 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.data_dir = ''
   # auto | files | tfds: where to read data.name from (see jaxdp/data).
   config.data.source = 'auto'
+  # pixels | scattering: train on the images, or on their scattering
+  # coefficients (J=2, L=8: 81 channels per colour channel on a 4× coarser
+  # grid; Tramèr & Boneh 2021). A fixed per-example map: no privacy cost.
+  config.data.features = 'pixels'
 
   config.model = ml_collections.ConfigDict()
-  # mlp | tanh_cnn (Papernot et al. 2021) | wide_resnet (GroupNorm WRN, De et
-  # al. 2022). Models with BatchNorm are refused.
+  # mlp | tanh_cnn (Papernot et al. 2021, 28×28 inputs) | cifar_cnn (their
+  # CIFAR-10 CNN) | wide_resnet (GroupNorm WRN, De et al. 2022) |
+  # scatter_linear, scatter_cnn, scatter_cnn_cifar10 (on data.features=
+  # scattering; Tramèr & Boneh 2021). Models with BatchNorm are refused.
   config.model.name = 'mlp'
   # Widths of the MLP's hidden layers (ignored by other models).
   config.model.hidden_sizes = (64,)
-  # wide_resnet only: WRN-depth-width (De et al. 2022 use 16-4 on CIFAR-10)
-  # and the GroupNorm groups of every norm layer.
+  # wide_resnet only: WRN-depth-width (De et al. 2022 use 16-4 on CIFAR-10).
+  # GroupNorm groups of every norm layer (wide_resnet) or of the input
+  # normalisation (scatter_*; 27 in Tramèr & Boneh 2021).
   config.model.depth = 16
   config.model.width = 4
   config.model.groups = 16

@@ -94,7 +94,7 @@ def epsilon(
     event: dp_accounting.DpEvent, delta: float) -> float:
   """ε at `delta` of everything `event` describes."""
   accountant = make_accountant(name, neighboring_relation)
-  with _quiet_rdp_probes():
+  with quiet_rdp_probes():
     accountant.compose(event)
     return float(accountant.get_epsilon(delta))
 
@@ -112,7 +112,7 @@ class _DropRdpSeriesWarnings(logging.Filter):
 
 
 @contextlib.contextmanager
-def _quiet_rdp_probes():
+def quiet_rdp_probes():
   logger, quiet = logging.getLogger('absl'), _DropRdpSeriesWarnings()
   logger.addFilter(quiet)
   try:
@@ -139,7 +139,7 @@ def epsilon_after(
           dp_accounting.SelfComposedDpEvent(step_event, k), delta)
     return lambda k: pld_epsilon(int(k))
   one_step = make_accountant(name, neighboring_relation)
-  with _quiet_rdp_probes():
+  with quiet_rdp_probes():
     one_step.compose(step_event)
   orders, per_step = one_step.orders, one_step.rdp
   convert = (_classic_epsilon if name == 'rdp_classic'
@@ -150,7 +150,7 @@ def epsilon_after(
 
 def _search_sigma(accountant_factory, make_event, target_epsilon, delta,
                   bracket, tolerance) -> float:
-  with _quiet_rdp_probes():
+  with quiet_rdp_probes():
     return float(dp_accounting.calibrate_dp_mechanism(
         accountant_factory, make_event, target_epsilon, delta,
         bracket_interval=bracket, tol=tolerance))

@@ -13,9 +13,9 @@ from jaxdp.data import local_files
 from jaxdp.errors import ConfigError
 
 
-def _data_config(name, data_dir='', source='auto'):
+def _data_config(name, data_dir='', source='auto', features='pixels'):
   return ml_collections.ConfigDict({'name': name, 'data_dir': str(data_dir),
-                                    'source': source})
+                                    'source': source, 'features': features})
 
 
 def _write_idx(path, array, gz=True):

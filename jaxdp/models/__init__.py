@@ -7,7 +7,10 @@ import jax.numpy as jnp
 
 from jaxdp.errors import ConfigError
 from jaxdp.models.example_mixing import check_no_example_mixing
+from jaxdp.models.cifar_cnn import CifarCNN
 from jaxdp.models.mlp import MLP
+from jaxdp.models.scatter_nets import ScatterCNN
+from jaxdp.models.scatter_nets import ScatterLinear
 from jaxdp.models.tanh_cnn import TanhCNN
 from jaxdp.models.transformer import TransformerLM
 from jaxdp.models.wide_resnet import WideResNet
@@ -23,6 +26,11 @@ ACTIVATIONS: dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {
 _BUILDERS = {
     'mlp': lambda cfg, k, act: MLP(tuple(cfg.hidden_sizes), k, act),
     'tanh_cnn': lambda cfg, k, act: TanhCNN(k, act),
+    'cifar_cnn': lambda cfg, k, act: CifarCNN(k, act),
+    'scatter_linear': lambda cfg, k, act: ScatterLinear(k, cfg.groups),
+    'scatter_cnn': lambda cfg, k, act: ScatterCNN(k, cfg.groups, act),
+    'scatter_cnn_cifar10': lambda cfg, k, act: ScatterCNN(k, cfg.groups, act,
+                                                          cifar=True),
     'wide_resnet': lambda cfg, k, act: WideResNet(k, cfg.depth, cfg.width,
                                                   cfg.groups, act),
 }
@@ -46,5 +54,5 @@ def build_model(model_config, num_classes: int) -> nn.Module:
     raise ConfigError(f'model.{e.field}', e.problem, e.fix) from e
 
 
-__all__ = ['MLP', 'TanhCNN', 'TransformerLM', 'WideResNet', 'build_model',
+__all__ = ['CifarCNN', 'MLP', 'ScatterCNN', 'ScatterLinear', 'TanhCNN', 'TransformerLM', 'WideResNet', 'build_model',
            'check_no_example_mixing', 'MODELS', 'ACTIVATIONS']
