@@ -33,6 +33,10 @@ def get_config() -> ml_collections.ConfigDict:
   # coefficients (J=2, L=8: 81 channels per colour channel on a 4× coarser
   # grid; Tramèr & Boneh 2021). A fixed per-example map: no privacy cost.
   config.data.features = 'pixels'
+  # Augmentation multiplicity (De et al. 2022): each example's loss is the
+  # mean over this many random views (flips, crops of the image padded by 4);
+  # the mean is clipped, so the guarantee is unchanged. 0 or 1 = off.
+  config.data.augmult = 0
 
   config.model = ml_collections.ConfigDict()
   # mlp | tanh_cnn (Papernot et al. 2021, 28×28 inputs) | cifar_cnn (their
@@ -48,6 +52,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.depth = 16
   config.model.width = 4
   config.model.groups = 16
+  # wide_resnet only: weight-standardised convolutions (De et al. 2022).
+  config.model.weight_standardization = False
   # relu | tanh | gelu | elu | sigmoid; Papernot et al. 2021 favour tanh.
   config.model.activation = 'tanh'
 
@@ -71,6 +77,18 @@ def get_config() -> ml_collections.ConfigDict:
   # δ of the (ε, δ) guarantee. Must be < 1/N unless allow_large_delta.
   config.dp.delta = 1e-5
   config.dp.allow_large_delta = False
+  # Statistics of the training set released once, with Gaussian noise, before
+  # training (jaxdp/private_releases.py); their cost is composed into ε.
+  # DP-PCA (Abadi et al. 2016): project inputs onto this many principal
+  # components of the noisy covariance of unit-norm inputs (0 = off) ...
+  config.dp.pca_components = 0
+  # ... with noise std σ_p on each covariance entry (sensitivity 1).
+  config.dp.pca_noise_multiplier = 0.0
+  # Standardise every input channel with a released mean and variance
+  # (Tramèr & Boneh 2021): noise multiplier σ of the two releases (0 = off)
+  # and the L2 bound τ of each example's vector of channel means (public).
+  config.dp.normalization_noise_multiplier = 0.0
+  config.dp.normalization_clip = 1.0
   # pld (tightest) | rdp | rdp_classic (Abadi et al. 2016's conversion).
   config.dp.accountant = 'pld'
   # False: the sampler and the noise are seeded from `seed`, so a run can be
@@ -91,6 +109,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.b1 = 0.9
   config.optimizer.b2 = 0.999
   config.optimizer.eps = 1e-8
+  # Evaluate (and report) an exponential moving average of the parameters
+  # with this decay, warmed up as min(decay, (1+t)/(10+t)); 0 = off.
+  config.optimizer.ema_decay = 0.0
   # Decoupled for adamw; added to the gradient for sgd. 0 = none.
   config.optimizer.weight_decay = 0.0
   # constant | cosine | linear decay after warmup_steps of linear warm-up.

@@ -19,6 +19,7 @@ import ml_collections
 
 from configs import base
 from jaxdp import accounting
+from jaxdp import private_releases
 from jaxdp import sampling
 from jaxdp.errors import ConfigError
 from jaxdp.mechanism import build_mechanism
@@ -47,7 +48,8 @@ def _dp_config() -> ml_collections.ConfigDict:
       'sampler': _SAMPLER.value, 'batch_size': _B.value, 'clip_norm': 1.0,
       'noise_multiplier': _SIGMA.value, 'target_epsilon': _TARGET.value,
       'delta': _DELTA.value, 'accountant': _ACCOUNTANT.value,
-      'allow_large_delta': _ALLOW_LARGE_DELTA.value})
+      'allow_large_delta': _ALLOW_LARGE_DELTA.value,
+      **private_releases.NO_RELEASES})
 
 
 def main(argv):

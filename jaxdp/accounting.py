@@ -19,7 +19,7 @@ import contextlib
 import functools
 import logging
 import math
-from typing import Callable
+from typing import Callable, Optional
 
 import dp_accounting
 from dp_accounting import pld
@@ -123,29 +123,48 @@ def quiet_rdp_probes():
 
 def epsilon_after(
     name: str, neighboring_relation: NeighboringRelation,
-    step_event: dp_accounting.DpEvent, delta: float) -> Callable[[int], float]:
-  """k -> ε at `delta` of k executions of `step_event` (0 for k = 0).
+    step_event: dp_accounting.DpEvent, delta: float,
+    setup_event: Optional[dp_accounting.DpEvent] = None
+) -> Callable[[int], float]:
+  """k -> ε at `delta` of `setup_event` (if any) and k executions of `step_event`.
 
   Equal, bit for bit, to `epsilon(..., SelfComposedDpEvent(step_event, k),
-  ...)`. RDP composes by adding RDP vectors, so for the RDP accountants one
-  step's vector is computed once and scaled by k (microseconds per k instead
-  of up to a second); PLD is computed once per k and remembered.
+  ...)` (composed after `setup_event`), and 0 for k = 0 without a setup event.
+  RDP composes by adding RDP vectors, so for the RDP accountants one step's
+  vector is computed once and scaled by k (microseconds per k instead of up
+  to a second); PLD is computed once per k and remembered.
   """
+  def whole(k: int) -> dp_accounting.DpEvent:
+    if k == 0:  # PLD cannot self-compose zero times.
+      return setup_event
+    steps = dp_accounting.SelfComposedDpEvent(step_event, k)
+    return steps if setup_event is None else dp_accounting.ComposedDpEvent(
+        [setup_event, steps])
+
   if name == 'pld':
     @functools.lru_cache(maxsize=None)
     def pld_epsilon(k: int) -> float:
-      return 0.0 if k == 0 else epsilon(
-          name, neighboring_relation,
-          dp_accounting.SelfComposedDpEvent(step_event, k), delta)
+      if k == 0 and setup_event is None:
+        return 0.0
+      return epsilon(name, neighboring_relation, whole(k), delta)
     return lambda k: pld_epsilon(int(k))
   one_step = make_accountant(name, neighboring_relation)
   with quiet_rdp_probes():
     one_step.compose(step_event)
   orders, per_step = one_step.orders, one_step.rdp
+  setup = 0.0
+  if setup_event is not None:
+    setup_only = make_accountant(name, neighboring_relation)
+    setup_only.compose(setup_event)
+    setup = setup_only.rdp
   convert = (_classic_epsilon if name == 'rdp_classic'
              else rdp.rdp_privacy_accountant.compute_epsilon)
-  return lambda k: 0.0 if k == 0 else float(
-      convert(orders, int(k) * per_step, delta)[0])
+
+  def rdp_epsilon(k: int) -> float:
+    if k == 0 and setup_event is None:
+      return 0.0
+    return float(convert(orders, int(k) * per_step + setup, delta)[0])
+  return rdp_epsilon
 
 
 def _search_sigma(accountant_factory, make_event, target_epsilon, delta,

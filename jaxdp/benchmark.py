@@ -35,6 +35,7 @@ import optax
 
 from jaxdp import benchmark_compare
 from jaxdp import models
+from jaxdp import private_releases
 from jaxdp.models import lora
 from jaxdp import steps
 from jaxdp.mechanism import build_mechanism
@@ -114,7 +115,8 @@ def dp_mechanism(clipping_method: str, noise_multiplier: float,
       'sampler': 'fixed_size', 'batch_size': batch_size, 'clip_norm': 1.0,
       'noise_multiplier': noise_multiplier,
       'target_epsilon': None, 'delta': 1e-5,
-      'accountant': 'rdp', 'allow_large_delta': True})
+      'accountant': 'rdp', 'allow_large_delta': True,
+      **private_releases.NO_RELEASES})
   perf = ml_collections.ConfigDict({
       'clipping': clipping_method, 'microbatch_size': microbatch_size,
       'batch_overflow_probability': 1e-3})

@@ -13,7 +13,7 @@ it was checkpointed or resumed.
 """
 
 import dataclasses
-from typing import Iterable
+from typing import Iterable, Optional
 
 import attr
 import dp_accounting
@@ -92,13 +92,17 @@ def executions(segments: Iterable[Segment]) -> int:
 
 def epsilon(segments: Iterable[Segment], accountant: str,
             neighboring_relation: dp_accounting.NeighboringRelation,
-            delta: float) -> float:
-  """ε at `delta` of every execution in the history (0 for none)."""
+            delta: float, setup: Optional[dict] = None) -> float:
+  """ε at `delta` of the setup release (JSON, if any) and every execution.
+
+  0 for no execution and no setup release.
+  """
   parts = merged(segments)
-  if not parts:
+  events = [] if setup is None else [event_from_json(setup)]
+  events += [dp_accounting.SelfComposedDpEvent(event_from_json(s.event),
+                                               s.count) for s in parts]
+  if not events:
     return 0.0
-  events = [dp_accounting.SelfComposedDpEvent(event_from_json(s.event),
-                                              s.count) for s in parts]
   event = events[0] if len(events) == 1 else dp_accounting.ComposedDpEvent(
       events)
   return accounting.epsilon(accountant, neighboring_relation, event, delta)

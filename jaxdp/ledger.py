@@ -185,8 +185,13 @@ def verify(path: str, anchor: Optional[dict] = None) -> Report:
             settings['neighboring_relation'].upper()]
         accountant, delta = settings['accountant'], settings['delta']
         step_event = data['step_event']
+        setup = data.get('setup_event')  # Releases before step 1, if any.
+        if setup is not None:
+          event_history.event_from_json(setup)
       except (KeyError, TypeError, AttributeError) as e:
         raise LedgerError(number, f'run_start lacks {e}') from e
+      except ValueError as e:
+        raise LedgerError(number, f'bad setup_event ({e})') from e
     done = event_history.executions(segments)
     if entry['kind'] == 'segment' and data.get('event') != step_event:
       raise LedgerError(number, 'its DpEvent is not the step event the run '
@@ -207,7 +212,8 @@ def verify(path: str, anchor: Optional[dict] = None) -> Report:
                           f'{data.get("first")!r}, but {done} were recorded '
                           'before it')
       segments.append(segment)
-      epsilon = event_history.epsilon(segments, accountant, relation, delta)
+      epsilon = event_history.epsilon(segments, accountant, relation, delta,
+                                      setup)
       if not _close(data.get('epsilon', math.nan), epsilon):
         raise LedgerError(number, f'records ε={data.get("epsilon")!r}, but '
                           f'its events give ε={epsilon!r}')

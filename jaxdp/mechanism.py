@@ -25,8 +25,10 @@ import numpy as np
 
 from jaxdp import accounting
 from jaxdp import clipping
+from jaxdp import event_history
 from jaxdp import fast_clipping
 from jaxdp import noise
+from jaxdp import private_releases
 from jaxdp import sampling
 from jaxdp.errors import ConfigError
 
@@ -77,6 +79,9 @@ class DpMechanism:
   target_epsilon: Optional[float]
   microbatch_size: Optional[int]
   clipping_method: str = 'fast'  # Performance only: results agree.
+  # Releases made once before step 1 (DP-PCA, released normalisation; see
+  # private_releases.py), composed with the steps in every ε.
+  setup_event: Optional[dp_accounting.DpEvent] = None
 
   @property
   def noise_std(self) -> float:
@@ -111,12 +116,15 @@ class DpMechanism:
   def dp_event(self, num_steps: Optional[int] = None) -> dp_accounting.DpEvent:
     """The DpEvent of the first `num_steps` steps (default: the whole run)."""
     steps = self.num_steps if num_steps is None else int(num_steps)
-    return dp_accounting.SelfComposedDpEvent(self.step_event(), steps)
+    event = dp_accounting.SelfComposedDpEvent(self.step_event(), steps)
+    if self.setup_event is None:
+      return event
+    return dp_accounting.ComposedDpEvent([self.setup_event, event])
 
   def epsilon(self, num_steps: Optional[int] = None) -> float:
     """ε at `delta` after `num_steps` steps (inf for a non-private run)."""
     steps = self.num_steps if num_steps is None else int(num_steps)
-    if steps == 0:
+    if steps == 0 and self.setup_event is None:
       return 0.0
     if not self.is_private:
       return math.inf
@@ -125,7 +133,8 @@ class DpMechanism:
   @functools.cached_property
   def _epsilon_after(self):
     return accounting.epsilon_after(self.accountant, self.neighboring_relation,
-                                    self.step_event(), self.delta)
+                                    self.step_event(), self.delta,
+                                    self.setup_event)
 
   def clipped_grad_sum(self, batch_loss: clipping.BatchLoss):
     """f(params, batch, mask) -> (clipped sum, stats) with this run's C."""
@@ -158,6 +167,8 @@ class DpMechanism:
         'neighboring_relation': self.neighboring_relation.name.lower(),
         'accountant': self.accountant,
         'target_epsilon': self.target_epsilon,
+        'setup_event': None if self.setup_event is None
+                       else event_history.event_to_json(self.setup_event),
     }
 
 
@@ -282,8 +293,10 @@ def build_mechanism(dp, perf, num_examples: int, num_steps: Optional[int],
                        noise_multiplier=float(sigma), num_steps=int(num_steps),
                        delta=float(dp.delta), accountant=dp.accountant,
                        target_epsilon=target, microbatch_size=microbatch,
-                       clipping_method=perf.clipping)
+                       clipping_method=perf.clipping,
+                       setup_event=private_releases.setup_event(dp))
 
+  private_releases.check_fields(dp, sampler.neighboring_relation.name.lower())
   probe = with_sigma(1.0)
   accounting.check_supported(dp.accountant, sampler.neighboring_relation,
                              probe.step_event())

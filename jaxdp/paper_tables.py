@@ -18,6 +18,7 @@ Host-side NumPy and dp-accounting only: `--accounting_only` runs in seconds.
 """
 
 import dataclasses
+import functools
 import math
 from typing import Optional
 
@@ -107,16 +108,19 @@ def paper_sigma(row: PaperRow, steps: int) -> float:
 
 
 def last_affordable_step(accountant: str, sampling_probability: float,
-                         sigma: float, delta: float,
-                         target_epsilon: float) -> int:
+                         sigma: float, delta: float, target_epsilon: float,
+                         setup_event: Optional[dp_accounting.DpEvent] = None
+                         ) -> int:
   """The most Poisson-sampled steps at σ whose jaxdp ε stays ≤ the target.
 
-  Used by configs whose paper gives σ and ε but not the number of steps.
+  `setup_event` is a release before training, composed in. Used by configs
+  whose paper gives σ and ε but not the number of steps.
   """
   eps = accounting.epsilon_after(
       accountant, dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE,
       dp_accounting.PoissonSampledDpEvent(
-          sampling_probability, dp_accounting.GaussianDpEvent(sigma)), delta)
+          sampling_probability, dp_accounting.GaussianDpEvent(sigma)), delta,
+      setup_event)
   lo, hi = 0, 1
   while eps(hi) <= target_epsilon:
     lo, hi = hi, 2 * hi
@@ -138,6 +142,7 @@ def paper_steps(row: PaperRow, sigma: float) -> int:
   return lo
 
 
+@functools.lru_cache(maxsize=None)  # Rows are frozen; configs ask again.
 def paper_accounting(row: PaperRow) -> dict:
   """The row's (σ, steps, ε) as the paper's accountant gives them.
 

@@ -13,6 +13,7 @@ import math
 import pathlib
 
 from jaxdp import __version__
+from jaxdp import private_releases
 from jaxdp.errors import ConfigError
 
 # privacy_settings key -> the config field a user changes to change it.
@@ -30,7 +31,13 @@ _FIELDS = {
     'num_examples': 'data.name',
     'dataset': 'data.name',
     'dataset_fingerprint': 'data.name',
+    'pca_components': 'dp.pca_components',
+    'pca_noise_multiplier': 'dp.pca_noise_multiplier',
+    'normalization_noise_multiplier': 'dp.normalization_noise_multiplier',
+    'normalization_clip': 'dp.normalization_clip',
 }
+# Checkpoints written before releases existed had none.
+_MISSING_MEANS = dict(private_releases.NO_RELEASES)
 
 
 def privacy_settings(mechanism, dataset, config) -> dict:
@@ -53,6 +60,10 @@ def privacy_settings(mechanism, dataset, config) -> dict:
       'num_examples': dataset.num_train,
       'dataset': dataset.name,
       'dataset_fingerprint': dataset.fingerprint(),
+      # Releases before step 1 (DP-PCA, released normalisation): the
+      # settings that decide them, and their DpEvent as JSON.
+      **{key: config.dp[key] for key in private_releases.NO_RELEASES},
+      'setup_event': mechanism.summary()['setup_event'],
   }
 
 
@@ -62,7 +73,8 @@ def check_resume(saved: dict, current: dict) -> None:
   `current` may hold only some keys (a check before the mechanism is built).
   """
   for key, field in _FIELDS.items():
-    if key in current and saved.get(key) != current[key]:
+    if key in current and saved.get(key, _MISSING_MEANS.get(key)) != current[
+        key]:
       raise ConfigError(
           field,
           f'the checkpoint was written with {key}={saved.get(key)!r}, this '

@@ -29,10 +29,21 @@ def classification_loss(apply_fn: Callable) -> Callable:
   return loss
 
 
+def ema_decay_at(decay: float, step: jax.Array) -> jax.Array:
+  """The EMA's decay after `step` updates: min(decay, (1 + t) / (10 + t)).
+
+  The warm-up keeps early averages from being dominated by the
+  initialisation (the usual schedule of TensorFlow's moving averages).
+  """
+  t = step.astype(jnp.float32)
+  return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+
+
 def make_train_step(batch_loss: Callable, mechanism: DpMechanism,
                     tx: optax.GradientTransformation,
                     placement: Optional[Placement] = None,
-                    state: Optional[TrainState] = None):
+                    state: Optional[TrainState] = None,
+                    ema_decay: float = 0.0):
   """train_step(state, batch) -> (state, metrics), jitted, state donated.
 
   `batch` is a dict with `inputs` (what `batch_loss(params, inputs) -> [P]`
@@ -40,7 +51,8 @@ def make_train_step(batch_loss: Callable, mechanism: DpMechanism,
   batch size, split over `placement`'s devices (default: the first device).
   `state` (placed with `placement.put_state`) fixes the shardings the step
   keeps its output in, so that the next step's input is laid out the same and
-  nothing recompiles; without it XLA chooses them.
+  nothing recompiles; without it XLA chooses them. If `state.ema_params` is
+  set, it is moved towards the new parameters with `ema_decay_at(ema_decay)`.
   """
   placement = placement or Placement(make_mesh(1))
   clipped_grad_sum = placement.global_clipped_sum(
@@ -63,8 +75,13 @@ def make_train_step(batch_loss: Callable, mechanism: DpMechanism,
                             / real,
         'dropped_nonfinite': stats.dropped.sum(),
     }
+    ema = state.ema_params
+    if ema is not None:
+      d = ema_decay_at(ema_decay, state.step + 1)
+      ema = jax.tree_util.tree_map(
+          lambda e, p: (d * e + (1 - d) * p).astype(e.dtype), ema, params)
     new_state = state.replace(step=state.step + 1, params=params,
-                              opt_state=opt_state)
+                              opt_state=opt_state, ema_params=ema)
     return new_state, metrics
 
   if state is None:

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxdp import augmentation
 from jaxdp import budget as budget_lib
 from jaxdp import checkpointing
 from jaxdp import data
@@ -51,6 +52,7 @@ from jaxdp import ledger as ledger_lib
 from jaxdp import models
 from jaxdp import noise
 from jaxdp import optimizers
+from jaxdp import private_releases
 from jaxdp import run_identity
 from jaxdp import sharding
 from jaxdp import steps
@@ -71,11 +73,13 @@ DIVERGED = 'diverged'
 
 
 def _batch_arrays(dataset: data.Dataset, batch,
-                  placement: sharding.Placement) -> dict:
+                  placement: sharding.Placement,
+                  execution: Optional[int] = None) -> dict:
   """A sampled batch on the mesh; padding slots hold zeros and mask False.
 
   Every host holds the same index list (same seed, same step) and gathers
-  only the slots of its own devices.
+  only the slots of its own devices. With `execution`, the inputs also carry
+  each slot's (execution, slot) id, which keys its augmented views.
   """
   def gather(positions):
     indices, mask = batch.indices[positions], batch.mask[positions]
@@ -83,7 +87,10 @@ def _batch_arrays(dataset: data.Dataset, batch,
     labels = dataset.train_labels[indices]
     images[~mask] = 0.0
     labels[~mask] = 0
-    return {'inputs': (images, labels), 'mask': mask}
+    if execution is None:
+      return {'inputs': (images, labels), 'mask': mask}
+    ids = np.stack([np.full(len(positions), execution), positions], axis=1)
+    return {'inputs': (images, labels, ids.astype(np.int32)), 'mask': mask}
   return placement.put_batch(gather, len(batch.indices))
 
 
@@ -127,6 +134,19 @@ def _check_run_fields(config) -> None:
     raise ConfigError('recovery.loss_spike_factor',
                       f'must be >= 0, got {config.recovery.loss_spike_factor}',
                       'use 0 to turn the loss test off, or e.g. 10')
+  if not 0 <= config.optimizer.ema_decay < 1:
+    raise ConfigError('optimizer.ema_decay',
+                      f'must be in [0, 1), got {config.optimizer.ema_decay}',
+                      'use 0 (no averaging) or e.g. 0.9999')
+  if not (isinstance(config.data.augmult, int) and config.data.augmult >= 0):
+    raise ConfigError('data.augmult', f'must be an integer >= 0, got '
+                      f'{config.data.augmult!r}', 'use 0 (no augmentation) or '
+                      'the number of views, e.g. 16')
+  if config.data.augmult > 1 and config.data.features != 'pixels':
+    raise ConfigError('data.augmult', 'flips and crops apply to images, not '
+                      f'to {config.data.features} features',
+                      'use data.augmult=0 with data.features='
+                      f'{config.data.features}')
 
 
 @dataclasses.dataclass
@@ -283,6 +303,10 @@ def _train(config, workdir: str, log, start: float, dataset, model,
   event_json = event_history.event_to_json(mechanism.step_event())
   if meta is not None:
     run_identity.check_resume(meta['privacy'], settings)
+  if mechanism.setup_event is not None:
+    # Same seed, same data: a resumed run recomputes the same release.
+    dataset = private_releases.apply(config.dp, dataset, progress.privacy_seed)
+    sample_input = jnp.asarray(dataset.train_images[:1])
   init_key = jax.random.fold_in(jax.random.key(config.seed), INIT_STREAM)
   params = model.init(init_key, sample_input)['params']
   num_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
@@ -290,7 +314,9 @@ def _train(config, workdir: str, log, start: float, dataset, model,
       mechanism.noise_transform(progress.privacy_seed),  # Privatise first ...
       optimizers.build_optimizer(config.optimizer, mechanism.num_steps))  # ... then post-process.
   state = placement.put_state(TrainState(
-      step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params)))
+      step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params),
+      ema_params=(jax.tree_util.tree_map(jnp.copy, params)
+                  if config.optimizer.ema_decay > 0 else None)))
   if meta is not None:
     state, _ = checkpointer.restore(latest, state)
     state = placement.put_state(state)
@@ -308,8 +334,14 @@ def _train(config, workdir: str, log, start: float, dataset, model,
       raise ConfigError('ledger', f'{ledger_lib.FILENAME} does not contain the '
                         'entries the newest checkpoint recorded (lines were '
                         'cut or replaced)', 'restore the original file')
-  train_step = steps.make_train_step(steps.classification_loss(model.apply),
-                                     mechanism, tx, placement, state)
+  augmult = config.data.augmult if config.data.augmult > 1 else None
+  batch_loss = (steps.classification_loss(model.apply) if augmult is None else
+                augmentation.classification_loss(model.apply, augmult,
+                                                 config.seed))
+  train_step = steps.make_train_step(batch_loss, mechanism, tx, placement,
+                                     state, config.optimizer.ema_decay)
+  # The averaged parameters are the model, when there are any.
+  model_params = lambda s: s.params if s.ema_params is None else s.ema_params
   eval_step = steps.make_eval_step(model.apply)
   eval_batch = min(config.eval.batch_size, len(dataset.test_labels))
 
@@ -398,11 +430,12 @@ def _train(config, workdir: str, log, start: float, dataset, model,
   if meta is None:
     ledger.append('run_start', dict(common, privacy=settings,
                                     step_event=event_json,
+                                    setup_event=settings['setup_event'],
                                     planned_steps=mechanism.num_steps))
     # The loss at initialisation is the first baseline for spike detection
     # (held-out data: no privacy cost).
     progress.best_eval_loss, _ = steps.evaluate(
-        eval_step, state.params, dataset.test_images, dataset.test_labels,
+        eval_step, model_params(state), dataset.test_images, dataset.test_labels,
         eval_batch, placement)
     checkpoint(state)
   else:
@@ -441,7 +474,8 @@ def _train(config, workdir: str, log, start: float, dataset, model,
         break
       batch = _batch_arrays(dataset,
                             mechanism.sampler.sample(progress.executed),
-                            placement)
+                            placement,
+                            None if augmult is None else progress.executed)
       state, metrics = train_step(state, batch)
       progress.executed += 1
       done += 1
@@ -451,7 +485,7 @@ def _train(config, workdir: str, log, start: float, dataset, model,
       eval_loss = None
       if evaluate_now:
         test_loss, accuracy = steps.evaluate(
-            eval_step, state.params, dataset.test_images, dataset.test_labels,
+            eval_step, model_params(state), dataset.test_images, dataset.test_labels,
             eval_batch, placement)
         eval_loss = test_loss
       why = distributed.agreed_reason(divergence.reason(
@@ -523,7 +557,7 @@ def _train(config, workdir: str, log, start: float, dataset, model,
         f'{why}')
   if status != COMPLETED or math.isnan(accuracy):
     test_loss, accuracy = steps.evaluate(
-        eval_step, state.params, dataset.test_images, dataset.test_labels,
+        eval_step, model_params(state), dataset.test_images, dataset.test_labels,
         eval_batch, placement)
 
   eps = spent()

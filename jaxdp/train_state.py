@@ -20,3 +20,7 @@ class TrainState:
   # Adam moments see the unscaled privatised gradients, which are unchanged).
   lr_scale: jax.Array = dataclasses.field(
       default_factory=lambda: jnp.ones([], jnp.float32))
+  # Exponential moving average of the parameters (optimizer.ema_decay > 0),
+  # evaluated instead of `params`; None when off. Post-processing of the
+  # privatised parameters: no privacy cost.
+  ema_params: Any = None

@@ -20,7 +20,10 @@ def pytest_configure(config):
   # so in subprocesses): share compiled executables through a persistent
   # cache for this session only. Results are unaffected: entries are keyed by
   # the program and the compiler's settings.
-  cache = tempfile.mkdtemp(prefix='jaxdp-test-xla-cache-')
+  # With pytest-xdist, the workers inherit the controller's directory.
+  cache = os.environ.get('JAXDP_TEST_XLA_CACHE') or tempfile.mkdtemp(
+      prefix='jaxdp-test-xla-cache-')
+  os.environ['JAXDP_TEST_XLA_CACHE'] = cache
   config.stash[_CACHE_DIR] = cache
   os.environ['JAX_COMPILATION_CACHE_DIR'] = cache
   os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0.2'
@@ -42,6 +45,8 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_unconfigure(config):
+  if hasattr(config, 'workerinput'):  # An xdist worker: the controller owns it.
+    return
   shutil.rmtree(config.stash.get(_CACHE_DIR, ''), ignore_errors=True)
 
 

@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from jaxdp import private_releases
 from jaxdp import scaling
 from jaxdp import sharding
 from jaxdp import steps
@@ -33,7 +34,8 @@ def _mechanism(microbatch, clipping, num_devices):
   dp = ml_collections.ConfigDict({
       'sampler': 'fixed_size', 'batch_size': _BATCH, 'clip_norm': _CLIP,
       'noise_multiplier': _SIGMA, 'target_epsilon': None, 'delta': 1e-5,
-      'accountant': 'rdp', 'allow_large_delta': False})
+      'accountant': 'rdp', 'allow_large_delta': False,
+      **private_releases.NO_RELEASES})
   perf = ml_collections.ConfigDict({
       'clipping': clipping, 'microbatch_size': microbatch,
       'batch_overflow_probability': 1e-3})

@@ -7,6 +7,7 @@ import ml_collections
 import pytest
 
 from jaxdp import accounting
+from jaxdp import private_releases
 from jaxdp.errors import ConfigError
 from jaxdp.mechanism import build_mechanism
 
@@ -17,7 +18,8 @@ def _dp(**overrides):
   dp = ml_collections.ConfigDict({
       'sampler': 'poisson', 'batch_size': 256, 'clip_norm': 1.0,
       'noise_multiplier': 1.1, 'target_epsilon': None, 'delta': 1e-5,
-      'accountant': 'rdp_classic', 'allow_large_delta': False})
+      'accountant': 'rdp_classic', 'allow_large_delta': False,
+      **private_releases.NO_RELEASES})
   dp.update(overrides)
   return dp
 

@@ -50,6 +50,14 @@ _CASES = [
      'perf.num_devices', 'devices JAX sees'),
     ('unknown parameter sharding', {'perf.param_sharding': 'zero3'},
      'perf.param_sharding', 'fsdp'),
+    ('unknown features', {'data.features': 'wavelets'}, 'data.features',
+     'scattering'),
+    ('PCA without noise', {'dp.pca_components': 10}, 'dp.pca_noise_multiplier',
+     '> 0'),
+    ('a release with replace-one sampling',
+     {'dp.sampler': 'fixed_size', 'dp.accountant': 'rdp',
+      'dp.normalization_noise_multiplier': 8.0}, 'dp.sampler',
+     'add/remove-one'),
 ]
 
 

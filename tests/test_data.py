@@ -1,6 +1,5 @@
 """Data: original-file readers, TFDS without TensorFlow, clear errors."""
 
-import gzip
 import os
 
 import ml_collections
@@ -10,6 +9,7 @@ import tensorflow_datasets as tfds
 
 from jaxdp import data
 from jaxdp.data import local_files
+from jaxdp.data import stand_in_files
 from jaxdp.errors import ConfigError
 
 
@@ -18,31 +18,9 @@ def _data_config(name, data_dir='', source='auto', features='pixels'):
                                     'source': source, 'features': features})
 
 
-def _write_idx(path, array, gz=True):
-  header = bytes([0, 0, 0x08, array.ndim]) + b''.join(
-      int(d).to_bytes(4, 'big') for d in array.shape)
-  payload = header + array.astype(np.uint8).tobytes()
-  opener = gzip.open if gz else open
-  with opener(str(path) + ('.gz' if gz else ''), 'wb') as f:
-    f.write(payload)
-
-
-def _fake_mnist(folder, rng, n_train=6, n_test=4, gz=True):
-  os.makedirs(folder, exist_ok=True)
-  arrays = {
-      'train-images-idx3-ubyte': rng.integers(0, 256, (n_train, 28, 28)),
-      'train-labels-idx1-ubyte': rng.integers(0, 10, n_train),
-      't10k-images-idx3-ubyte': rng.integers(0, 256, (n_test, 28, 28)),
-      't10k-labels-idx1-ubyte': rng.integers(0, 10, n_test),
-  }
-  for name, array in arrays.items():
-    _write_idx(os.path.join(folder, name), array, gz)
-  return arrays
-
-
 @pytest.mark.parametrize('gz', [True, False])
 def test_idx_files_are_read_exactly(tmp_path, gz):
-  arrays = _fake_mnist(tmp_path / 'mnist', np.random.default_rng(0), gz=gz)
+  arrays = stand_in_files.write_stand_in('mnist', str(tmp_path), 6, 4, gz=gz)
   dataset = data.load_dataset(_data_config('mnist', tmp_path))  # Parent dir.
   assert dataset.train_images.shape == (6, 28, 28, 1)
   np.testing.assert_allclose(
@@ -56,7 +34,7 @@ def test_idx_files_are_read_exactly(tmp_path, gz):
 
 def test_truncated_idx_file_is_rejected(tmp_path):
   path = tmp_path / 'bad-idx'
-  _write_idx(path, np.zeros((3, 4, 4)), gz=False)
+  stand_in_files.write_idx(str(path), np.zeros((3, 4, 4)), gz=False)
   with open(path, 'ab') as f:
     f.write(b'\x00')
   with pytest.raises(ValueError, match='header says'):

@@ -32,11 +32,13 @@ def test_build_model_by_name():
   assert _count(params) == 6 * 5 + 5 + 5 * 4 + 4 + 4 * 3 + 3
   wrn = models.build_model(ml_collections.ConfigDict(
       {'name': 'wide_resnet', 'depth': 10, 'width': 1, 'groups': 4,
+       'weight_standardization': False,
        'activation': 'relu'}), num_classes=3)
   assert (wrn.depth, wrn.width, wrn.groups) == (10, 1, 4)
   with pytest.raises(ConfigError, match='^model.depth: '):
     models.build_model(ml_collections.ConfigDict(
         {'name': 'wide_resnet', 'depth': 12, 'width': 1, 'groups': 4,
+         'weight_standardization': False,
          'activation': 'relu'}), num_classes=3)
   with pytest.raises(ConfigError, match='model.name'):
     models.build_model(ml_collections.ConfigDict(

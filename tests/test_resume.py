@@ -125,6 +125,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_is_bit_identical(tmp_path,
     ('dp.accountant', 'pld'),
     ('dp.target_epsilon', 40.0),
     ('seed', 1),
+    ('dp.normalization_noise_multiplier', 8.0),  # A release before step 1.
 ])
 def test_resume_with_a_changed_privacy_setting_is_refused(reference, field,
                                                           value, tmp_path):

@@ -13,8 +13,6 @@ import numpy as np
 
 from jaxdp.data import local_files
 
-_IDX_SHAPES = {'images': (28, 28), 'labels': ()}
-
 
 def write_idx(path: str, array: np.ndarray, gz: bool = True) -> str:
   """Writes `array` (values 0–255) as an unsigned-byte IDX file; its path."""
@@ -28,8 +26,10 @@ def write_idx(path: str, array: np.ndarray, gz: bool = True) -> str:
 
 
 def write_stand_in(name: str, folder: str, num_train: int, num_test: int,
-                   seed: int = 0) -> dict:
+                   seed: int = 0, gz: bool = True) -> dict:
   """Random images and labels as `name`'s files in `folder/name`.
+
+  IDX files are gzipped unless `gz` is False (both forms are published).
 
   Returns the arrays written, by file (IDX) or by npz key (CIFAR-10).
   """
@@ -44,7 +44,7 @@ def write_stand_in(name: str, folder: str, num_train: int, num_test: int,
         't10k-labels-idx1-ubyte': rng.integers(0, 10, num_test),
     }
     for stem, array in arrays.items():
-      write_idx(os.path.join(directory, stem), array)
+      write_idx(os.path.join(directory, stem), array, gz)
     return arrays
   if name == 'cifar10':
     arrays = {

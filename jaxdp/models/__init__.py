@@ -31,8 +31,8 @@ _BUILDERS = {
     'scatter_cnn': lambda cfg, k, act: ScatterCNN(k, cfg.groups, act),
     'scatter_cnn_cifar10': lambda cfg, k, act: ScatterCNN(k, cfg.groups, act,
                                                           cifar=True),
-    'wide_resnet': lambda cfg, k, act: WideResNet(k, cfg.depth, cfg.width,
-                                                  cfg.groups, act),
+    'wide_resnet': lambda cfg, k, act: WideResNet(
+        k, cfg.depth, cfg.width, cfg.groups, act, cfg.weight_standardization),
 }
 
 MODELS = tuple(_BUILDERS)
