@@ -23,7 +23,8 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['jaxdp', 'jaxdp.*']),
     install_requires=_requirements(),
     extras_require={
-        'test': ['pytest==9.0.3'],
+        # Two workers: the suite's time is mostly XLA compiling, one core each.
+        'test': ['pytest==9.0.3', 'pytest-xdist==3.8.0'],
         # Side-by-side rows in experiments.benchmark. On a CPU-only machine,
         # install PyTorch's CPU build first: the default wheel is CUDA.
         'compare': ['jax-privacy==2.0.0', 'opacus==1.6.0', 'torch==2.13.0'],

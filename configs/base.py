@@ -35,7 +35,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.features = 'pixels'
   # Augmentation multiplicity (De et al. 2022): each example's loss is the
   # mean over this many random views (flips, crops of the image padded by 4);
-  # the mean is clipped, so the guarantee is unchanged. 0 or 1 = off.
+  # the mean is clipped, so the guarantee is unchanged. 0 = off (1 = one
+  # random view per example per step).
   config.data.augmult = 0
 
   config.model = ml_collections.ConfigDict()

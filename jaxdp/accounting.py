@@ -126,7 +126,7 @@ def epsilon_after(
     step_event: dp_accounting.DpEvent, delta: float,
     setup_event: Optional[dp_accounting.DpEvent] = None
 ) -> Callable[[int], float]:
-  """k -> ε at `delta` of `setup_event` (if any) and k executions of `step_event`.
+  """k -> ε at `delta` of `setup_event` (if any), then k `step_event`s.
 
   Equal, bit for bit, to `epsilon(..., SelfComposedDpEvent(step_event, k),
   ...)` (composed after `setup_event`), and 0 for k = 0 without a setup event.
@@ -155,7 +155,8 @@ def epsilon_after(
   setup = 0.0
   if setup_event is not None:
     setup_only = make_accountant(name, neighboring_relation)
-    setup_only.compose(setup_event)
+    with quiet_rdp_probes():
+      setup_only.compose(setup_event)
     setup = setup_only.rdp
   convert = (_classic_epsilon if name == 'rdp_classic'
              else rdp.rdp_privacy_accountant.compute_epsilon)

@@ -66,7 +66,8 @@ class Budget:
     if target_epsilon is None:
       self.last_affordable = math.inf
     else:
-      # -1 only if nothing is affordable at all (ε(0) > target cannot happen).
+      # -1 if nothing is affordable: ε(0) > target, possible only when a
+      # release before step 1 alone exceeds a target lowered on resume.
       self.last_affordable = last_step_within(epsilon_of, target_epsilon,
                                               planned, cap)
 

@@ -33,6 +33,8 @@ from typing import Optional
 import dp_accounting
 
 from jaxdp import event_history
+from jaxdp import private_releases
+from jaxdp.private_releases import UNKNOWN as _UNKNOWN
 
 FILENAME = 'privacy_ledger.jsonl'
 GENESIS = '0' * 64
@@ -185,9 +187,17 @@ def verify(path: str, anchor: Optional[dict] = None) -> Report:
             settings['neighboring_relation'].upper()]
         accountant, delta = settings['accountant'], settings['delta']
         step_event = data['step_event']
-        setup = data.get('setup_event')  # Releases before step 1, if any.
+        # Releases before step 1, if any. A later run_start (a start that
+        # failed before its first checkpoint, so nothing derived from its
+        # release was kept) replaces an earlier one's.
+        setup = data.get('setup_event')
         if setup is not None:
           event_history.event_from_json(setup)
+        expected = private_releases.setup_event_json(settings)
+        if expected is not _UNKNOWN and expected != setup:
+          raise LedgerError(number, 'its setup_event is not the release its '
+                            'privacy settings ask for')
+        epsilon = event_history.epsilon([], accountant, relation, delta, setup)
       except (KeyError, TypeError, AttributeError) as e:
         raise LedgerError(number, f'run_start lacks {e}') from e
       except ValueError as e:
@@ -217,7 +227,7 @@ def verify(path: str, anchor: Optional[dict] = None) -> Report:
       if not _close(data.get('epsilon', math.nan), epsilon):
         raise LedgerError(number, f'records ε={data.get("epsilon")!r}, but '
                           f'its events give ε={epsilon!r}')
-    elif 'epsilon' in data and segments:
+    elif 'epsilon' in data:  # Before any segment: the release's ε, or 0.
       if not _close(data['epsilon'], epsilon):
         raise LedgerError(number, f'{entry["kind"]} records '
                           f'ε={data["epsilon"]!r}, but the segments before it '

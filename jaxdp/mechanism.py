@@ -186,7 +186,9 @@ def _calibrate(dp, relation, make_event, target: float) -> float:
     raise ConfigError(
         'dp.target_epsilon',
         f'could not calibrate σ for ε={target} ({type(e).__name__}: {e})',
-        'raise the target ε or δ, or train for fewer steps') from e
+        'raise the target ε or δ, train for fewer steps, or add noise to the '
+        'releases before training (dp.pca_noise_multiplier, '
+        'dp.normalization_noise_multiplier) if they alone exceed it') from e
 
 
 def _check_dp_fields(dp, num_examples: int) -> None:

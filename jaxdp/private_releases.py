@@ -6,18 +6,22 @@ Two published recipes fit a preprocessing step on the private training set:
   eigenvectors of their covariance. Each image x is scaled to unit L2 norm,
   so its term x xᵀ of A = Σ x xᵀ has Frobenius norm 1 and adding or removing
   one example moves the upper triangle of A (diagonal included) by at most 1
-  in L2. Gaussian noise N(0, σ_p²) on each of those entries, mirrored to the
-  lower triangle, is therefore a Gaussian mechanism of noise multiplier σ_p:
+  in L2 (its squared norm is (1 + Σ xᵢ⁴) / 2 ≤ 1). Gaussian noise
+  N(0, σ_p²) on each of those entries, mirrored to the lower triangle, is
+  therefore a Gaussian mechanism of noise multiplier σ_p:
   one `GaussianDpEvent(σ_p)`. The projection is the top-k eigenvectors of the
   noisy A (post-processing), applied to the raw flattened images.
 * **Private normalisation** (Tramèr & Boneh 2021): standardise every channel
   with a mean and variance released with noise. Per example, the vector of
   its channel means over positions is clipped to L2 norm τ; the clipped
-  vectors are summed, N(0, σ²τ²) is added and the sum divided by N (public).
+  vectors are summed, N(0, σ²τ²) is added and the sum divided by N (taken
+  as public, as q = B/N is for the sampler).
   The same for the channel means of x², clipped to τ² (second moments scale
   as the square of the values). Two `GaussianDpEvent(σ)`. Unlike the
-  paper's code, τ is a fixed public setting (`dp.normalization_clip`), not
-  the median of the private norms, which would leak.
+  paper's code, τ is a fixed setting (`dp.normalization_clip`), not the
+  median of the private norms computed inside the mechanism, which leaks.
+  Like any hyperparameter, a τ chosen by looking at the private data is a
+  choice the guarantee does not account for.
 
 Both releases use the whole training set (no sampling) and are defined for
 add/remove-one neighbours. Their events are spent once, before step 1, and
@@ -29,11 +33,13 @@ training noise applies).
 """
 
 import dataclasses
+import types
 from typing import Optional
 
 import dp_accounting
 import numpy as np
 
+from jaxdp import event_history
 from jaxdp.data.dataset import Dataset
 from jaxdp.errors import ConfigError
 
@@ -78,6 +84,19 @@ def check_fields(dp, sampler_relation: str) -> None:
                       'normalisation')
 
 
+# Returned by `setup_event_json` for settings written before releases existed.
+UNKNOWN = object()
+
+
+def setup_event_json(settings: dict):
+  """The JSON of the release a run's privacy settings ask for (or UNKNOWN)."""
+  if not all(key in settings for key in NO_RELEASES):
+    return UNKNOWN
+  event = setup_event(types.SimpleNamespace(
+      **{key: settings[key] for key in NO_RELEASES}))
+  return None if event is None else event_history.event_to_json(event)
+
+
 def setup_event(dp) -> Optional[dp_accounting.DpEvent]:
   """The DpEvent of every release `dp` asks for (None: no release)."""
   events = []
@@ -105,7 +124,11 @@ def private_pca(images: np.ndarray, components: int, sigma: float,
     raise ConfigError('dp.pca_components', f'{components} > the {cov.shape[0]} '
                       'input dimensions', f'use at most {cov.shape[0]}')
   _, vectors = np.linalg.eigh(cov)  # Ascending eigenvalues.
-  return vectors[:, ::-1][:, :components].astype(np.float32)
+  top = vectors[:, ::-1][:, :components]
+  # An eigenvector's sign is arbitrary (it may differ between LAPACK builds):
+  # make each one's largest entry positive, so a resume gets the same basis.
+  largest = top[np.argmax(np.abs(top), axis=0), np.arange(components)]
+  return (top * np.where(largest < 0, -1.0, 1.0)).astype(np.float32)
 
 
 def private_channel_stats(images: np.ndarray, clip: float, sigma: float,

@@ -98,8 +98,9 @@ def run_rows(paper, paper_name: str, rows: Sequence[str], seeds: int,
   """Trains every row for `seeds` seeds; one summary dict a row.
 
   A row whose data is missing is reported as not run (with the reason), and
-  the other rows go on. `row_done` receives the summaries so far after each
-  row (so that a long table is saved as it grows).
+  the other rows go on; any other bad setting raises its ConfigError.
+  `row_done` receives the summaries so far after each row (so that a long
+  table is saved as it grows).
   """
   if quick:
     data_dir = os.path.join(workdir, 'stand_in_data')
@@ -122,6 +123,8 @@ def run_rows(paper, paper_name: str, rows: Sequence[str], seeds: int,
       try:
         runs.append(train.train_and_evaluate(config, run_dir, log))
       except ConfigError as e:
+        if not e.field.startswith('data.'):
+          raise  # A bad setting, not missing data: stop and say so.
         error = str(e)
         log(f'not run: {error}')
         break
@@ -149,7 +152,9 @@ def _summary(name: str, row: paper_tables.PaperRow, runs: list,
       'accuracy_mean': float(np.mean(accuracies)) if accuracies else None,
       'accuracy_std': (float(np.std(accuracies, ddof=1))
                        if len(accuracies) > 1 else None),
-      'epsilon': max((r['epsilon'] for r in runs), default=None),
+      # A non-private run records ε = null (∞).
+      'epsilon': (None if any(r['epsilon'] is None for r in runs)
+                  else max((r['epsilon'] for r in runs), default=None)),
       'delta': runs[0]['delta'] if runs else None,
       'noise_multiplier': runs[0]['noise_multiplier'] if runs else None,
       'steps': runs[0]['steps'] if runs else None,

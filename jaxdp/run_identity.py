@@ -37,7 +37,7 @@ _FIELDS = {
     'normalization_clip': 'dp.normalization_clip',
 }
 # Checkpoints written before releases existed had none.
-_MISSING_MEANS = dict(private_releases.NO_RELEASES)
+_ABSENT_DEFAULTS = dict(private_releases.NO_RELEASES)
 
 
 def privacy_settings(mechanism, dataset, config) -> dict:
@@ -73,7 +73,7 @@ def check_resume(saved: dict, current: dict) -> None:
   `current` may hold only some keys (a check before the mechanism is built).
   """
   for key, field in _FIELDS.items():
-    if key in current and saved.get(key, _MISSING_MEANS.get(key)) != current[
+    if key in current and saved.get(key, _ABSENT_DEFAULTS.get(key)) != current[
         key]:
       raise ConfigError(
           field,

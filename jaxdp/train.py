@@ -142,7 +142,7 @@ def _check_run_fields(config) -> None:
     raise ConfigError('data.augmult', f'must be an integer >= 0, got '
                       f'{config.data.augmult!r}', 'use 0 (no augmentation) or '
                       'the number of views, e.g. 16')
-  if config.data.augmult > 1 and config.data.features != 'pixels':
+  if config.data.augmult and config.data.features != 'pixels':
     raise ConfigError('data.augmult', 'flips and crops apply to images, not '
                       f'to {config.data.features} features',
                       'use data.augmult=0 with data.features='
@@ -307,6 +307,7 @@ def _train(config, workdir: str, log, start: float, dataset, model,
     # Same seed, same data: a resumed run recomputes the same release.
     dataset = private_releases.apply(config.dp, dataset, progress.privacy_seed)
     sample_input = jnp.asarray(dataset.train_images[:1])
+    models.check_no_example_mixing(model, sample_input)  # New input shape.
   init_key = jax.random.fold_in(jax.random.key(config.seed), INIT_STREAM)
   params = model.init(init_key, sample_input)['params']
   num_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
@@ -334,7 +335,7 @@ def _train(config, workdir: str, log, start: float, dataset, model,
       raise ConfigError('ledger', f'{ledger_lib.FILENAME} does not contain the '
                         'entries the newest checkpoint recorded (lines were '
                         'cut or replaced)', 'restore the original file')
-  augmult = config.data.augmult if config.data.augmult > 1 else None
+  augmult = config.data.augmult or None
   batch_loss = (steps.classification_loss(model.apply) if augmult is None else
                 augmentation.classification_loss(model.apply, augmult,
                                                  config.seed))
@@ -344,6 +345,10 @@ def _train(config, workdir: str, log, start: float, dataset, model,
   model_params = lambda s: s.params if s.ema_params is None else s.ema_params
   eval_step = steps.make_eval_step(model.apply)
   eval_batch = min(config.eval.batch_size, len(dataset.test_labels))
+
+  def evaluate(params) -> tuple:  # (loss, accuracy) on the held-out split.
+    return steps.evaluate(eval_step, params, dataset.test_images,
+                          dataset.test_labels, eval_batch, placement)
 
   def accounted() -> int:
     # Draws re-run after a crash are the same draws: counted once.
@@ -434,9 +439,7 @@ def _train(config, workdir: str, log, start: float, dataset, model,
                                     planned_steps=mechanism.num_steps))
     # The loss at initialisation is the first baseline for spike detection
     # (held-out data: no privacy cost).
-    progress.best_eval_loss, _ = steps.evaluate(
-        eval_step, model_params(state), dataset.test_images, dataset.test_labels,
-        eval_batch, placement)
+    progress.best_eval_loss, _ = evaluate(state.params)
     checkpoint(state)
   else:
     ledger.append('resume', dict(common, executed=progress.executed,
@@ -484,10 +487,11 @@ def _train(config, workdir: str, log, start: float, dataset, model,
         continue
       eval_loss = None
       if evaluate_now:
-        test_loss, accuracy = steps.evaluate(
-            eval_step, model_params(state), dataset.test_images, dataset.test_labels,
-            eval_batch, placement)
-        eval_loss = test_loss
+        test_loss, accuracy = evaluate(model_params(state))
+        # Divergence is judged on the parameters being trained: an average
+        # lags them by many steps.
+        eval_loss = (test_loss if state.ema_params is None
+                     else evaluate(state.params)[0])
       why = distributed.agreed_reason(divergence.reason(
           divergence.params_finite(state.params), eval_loss,
           progress.best_eval_loss, config.recovery.loss_spike_factor))
@@ -556,9 +560,7 @@ def _train(config, workdir: str, log, start: float, dataset, model,
         f'{mechanism.target_epsilon:g} is spent, {remaining:.4g} remains, and '
         f'{why}')
   if status != COMPLETED or math.isnan(accuracy):
-    test_loss, accuracy = steps.evaluate(
-        eval_step, model_params(state), dataset.test_images, dataset.test_labels,
-        eval_batch, placement)
+    test_loss, accuracy = evaluate(model_params(state))
 
   eps = spent()
   results = dict(s)  # The planned run; `epsilon` is replaced by ε spent.

@@ -11,7 +11,9 @@ import dp_accounting
 import numpy as np
 import pytest
 
+import run_configs
 from jaxdp import accounting
+from jaxdp import ledger
 from jaxdp import paper_tables
 from jaxdp import private_releases
 from jaxdp import reproduce
@@ -73,7 +75,8 @@ def test_scattering_equals_direct_convolutions():
 def test_private_pca_finds_the_top_components_and_is_replayed_by_its_seed():
   rng = np.random.default_rng(1)
   images = rng.normal(size=(500, 6)) * np.array([5, 4, 1, 0.5, 0.2, 0.1])
-  exact = private_releases.private_pca(images, 2, 1e-9, np.random.default_rng(0))
+  exact = private_releases.private_pca(images, 2, 1e-9,
+                                       np.random.default_rng(0))
   unit = images / np.linalg.norm(images, axis=1, keepdims=True)
   top = np.linalg.eigh(unit.T @ unit)[1][:, ::-1][:, :2]
   # Same subspace: the projections onto each agree.
@@ -189,8 +192,19 @@ def test_quick_run_of_every_row(tmp_path, paper, row):
   assert summary['steps'] == reproduce.QUICK_STEPS
   assert 0 < summary['epsilon'] <= module.ROWS[row].epsilon
   run = tmp_path / paper / row / 'seed0'
-  assert json.loads((run / 'results.json').read_text())['dataset'] == (
-      module.ROWS[row].dataset)
+  results = json.loads((run / 'results.json').read_text())
+  assert results['dataset'] == module.ROWS[row].dataset
+  # The ledger's ε, recomputed from its events, includes the release.
+  path = str(run / ledger.FILENAME)
+  assert ledger.verify(path).epsilon == pytest.approx(results['epsilon'])
+  if module.ROWS[row].releases:
+    entries = [json.loads(line) for line in open(path)]
+    assert entries[0]['data']['setup_event'] is not None
+    entries[0]['data']['setup_event'] = None  # Claim no release was made.
+    with open(path, 'w') as f:
+      f.write('\n'.join(run_configs.rehash_ledger(entries)) + '\n')
+    with pytest.raises(ledger.LedgerError, match='setup_event'):
+      ledger.verify(path)
 
 
 def test_a_row_without_its_data_is_reported_not_run(tmp_path):

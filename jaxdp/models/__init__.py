@@ -54,5 +54,6 @@ def build_model(model_config, num_classes: int) -> nn.Module:
     raise ConfigError(f'model.{e.field}', e.problem, e.fix) from e
 
 
-__all__ = ['CifarCNN', 'MLP', 'ScatterCNN', 'ScatterLinear', 'TanhCNN', 'TransformerLM', 'WideResNet', 'build_model',
+__all__ = ['CifarCNN', 'MLP', 'ScatterCNN', 'ScatterLinear', 'TanhCNN',
+           'TransformerLM', 'WideResNet', 'build_model',
            'check_no_example_mixing', 'MODELS', 'ACTIVATIONS']

@@ -28,14 +28,17 @@ from jaxdp.errors import ConfigError
 Activation = Callable[[jnp.ndarray], jnp.ndarray]
 
 
+def _check_groups(groups: int) -> None:
+  if groups < 0 or (groups and 81 % groups):
+    raise ConfigError('groups', f'{groups} GroupNorm groups do not divide the '
+                      '81 scattering channels of a colour channel',
+                      'use a divisor of 81 (27 in the paper), or 0 with '
+                      'dp.normalization_noise_multiplier > 0')
+
+
 def _normalise(x: jnp.ndarray, groups: int) -> jnp.ndarray:
   if groups == 0:  # Standardised beforehand with released statistics.
     return x
-  if groups < 0 or x.shape[-1] % groups:
-    raise ConfigError('groups', f'{groups} GroupNorm groups do not divide the '
-                      f'{x.shape[-1]} input channels',
-                      'use a divisor of the channel count (27 for 81 or 243), or 0 '
-                      'with dp.normalization_noise_multiplier > 0')
   return nn.GroupNorm(num_groups=groups, use_bias=False, use_scale=False,
                       name='input_norm')(x)
 
@@ -45,6 +48,10 @@ class ScatterLinear(nn.Module):
 
   num_classes: int
   groups: int = 27
+
+  def __post_init__(self):
+    _check_groups(self.groups)  # Fail when built, not at the first init.
+    super().__post_init__()
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -59,6 +66,10 @@ class ScatterCNN(nn.Module):
   groups: int = 27
   activation: Activation = jnp.tanh
   cifar: bool = False
+
+  def __post_init__(self):
+    _check_groups(self.groups)
+    super().__post_init__()
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
