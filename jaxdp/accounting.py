@@ -162,8 +162,9 @@ def epsilon_after(
              else rdp.rdp_privacy_accountant.compute_epsilon)
 
   def rdp_epsilon(k: int) -> float:
-    if k == 0 and setup_event is None:
-      return 0.0
+    if k == 0:  # 0 × an infinite order's RDP would be NaN, not 0.
+      return 0.0 if setup_event is None else float(
+          convert(orders, setup, delta)[0])
     return float(convert(orders, int(k) * per_step + setup, delta)[0])
   return rdp_epsilon
 

@@ -13,3 +13,9 @@ class ConfigError(ValueError):
     self.problem = problem
     self.fix = fix
     super().__init__(f'{field}: {problem}. Fix: {fix}')
+
+
+class MissingDataError(ConfigError):
+  """The dataset's files are not where the config says (nothing was wrong
+  with the settings themselves); `experiments.reproduce` reports such a row
+  as not run and goes on."""

@@ -194,14 +194,14 @@ def verify(path: str, anchor: Optional[dict] = None) -> Report:
         if setup is not None:
           event_history.event_from_json(setup)
         expected = private_releases.setup_event_json(settings)
-        if expected is not _UNKNOWN and expected != setup:
-          raise LedgerError(number, 'its setup_event is not the release its '
-                            'privacy settings ask for')
-        epsilon = event_history.epsilon([], accountant, relation, delta, setup)
       except (KeyError, TypeError, AttributeError) as e:
         raise LedgerError(number, f'run_start lacks {e}') from e
       except ValueError as e:
         raise LedgerError(number, f'bad setup_event ({e})') from e
+      if expected is not _UNKNOWN and expected != setup:
+        raise LedgerError(number, 'its setup_event is not the release its '
+                          'privacy settings ask for')
+      epsilon = event_history.epsilon([], accountant, relation, delta, setup)
     done = event_history.executions(segments)
     if entry['kind'] == 'segment' and data.get('event') != step_event:
       raise LedgerError(number, 'its DpEvent is not the step event the run '

@@ -124,8 +124,8 @@ class DpMechanism:
   def epsilon(self, num_steps: Optional[int] = None) -> float:
     """ε at `delta` after `num_steps` steps (inf for a non-private run)."""
     steps = self.num_steps if num_steps is None else int(num_steps)
-    if steps == 0 and self.setup_event is None:
-      return 0.0
+    if steps == 0:  # Only the release before step 1, if any, is spent.
+      return 0.0 if self.setup_event is None else self._epsilon_after(0)
     if not self.is_private:
       return math.inf
     return self._epsilon_after(steps)

@@ -26,6 +26,7 @@ from jaxdp import paper_tables
 from jaxdp import train
 from jaxdp.data import stand_in_files
 from jaxdp.errors import ConfigError
+from jaxdp.errors import MissingDataError
 from jaxdp.mechanism import build_mechanism
 
 # Size of the stand-in datasets and of the batches of a quick run.
@@ -122,9 +123,7 @@ def run_rows(paper, paper_name: str, rows: Sequence[str], seeds: int,
       log(f'== {paper_name} {name} seed {seed}: {run_dir}')
       try:
         runs.append(train.train_and_evaluate(config, run_dir, log))
-      except ConfigError as e:
-        if not e.field.startswith('data.'):
-          raise  # A bad setting, not missing data: stop and say so.
+      except MissingDataError as e:  # Other bad settings stop the command.
         error = str(e)
         log(f'not run: {error}')
         break

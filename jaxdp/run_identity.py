@@ -73,11 +73,11 @@ def check_resume(saved: dict, current: dict) -> None:
   `current` may hold only some keys (a check before the mechanism is built).
   """
   for key, field in _FIELDS.items():
-    if key in current and saved.get(key, _ABSENT_DEFAULTS.get(key)) != current[
-        key]:
+    before = saved.get(key, _ABSENT_DEFAULTS.get(key))
+    if key in current and before != current[key]:
       raise ConfigError(
           field,
-          f'the checkpoint was written with {key}={saved.get(key)!r}, this '
+          f'the checkpoint was written with {key}={before!r}, this '
           f'config gives {key}={current[key]!r}; resuming would change '
           'the privacy guarantee of the run',
           f'set {field} back to the checkpoint\'s value to resume, or start '

@@ -120,6 +120,12 @@ def test_releases_are_composed_into_every_epsilon(name):
   assert eps(300) == pytest.approx(
       accounting.epsilon(name, relation, whole, 1e-5), rel=1e-9)
   assert eps(300) > accounting.epsilon_after(name, relation, step, 1e-5)(300)
+  # Before step 1 only the release counts, even for a step whose RDP is
+  # infinite at some orders (0 × ∞ must not turn into 0).
+  harsh = dp_accounting.PoissonSampledDpEvent(
+      0.5, dp_accounting.GaussianDpEvent(0.3))
+  assert accounting.epsilon_after(name, relation, harsh, 1e-5, setup)(0) == (
+      pytest.approx(accounting.epsilon(name, relation, setup, 1e-5), rel=1e-9))
 
 
 # --- Accounting as the papers did it ---------------------------------------

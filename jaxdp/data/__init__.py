@@ -20,6 +20,7 @@ from jaxdp.data import local_files
 from jaxdp.data import scattering
 from jaxdp.data.tfds_source import load_tfds
 from jaxdp.errors import ConfigError
+from jaxdp.errors import MissingDataError
 
 SOURCES = ('auto', 'files', 'tfds')
 FEATURES = ('pixels', 'scattering')
@@ -63,7 +64,7 @@ def _load_images(data_config) -> Dataset:
         return local_files.load_cifar10(directory)
       return local_files.load_idx_dataset(name, directory)
     if source == 'files':
-      raise ConfigError(
+      raise MissingDataError(
           'data.data_dir',
           f'no original {name} files in {data_dir!r} or {data_dir!r}/{name}',
           'point data.data_dir at the folder holding the published files '

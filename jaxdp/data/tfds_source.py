@@ -10,6 +10,7 @@ import numpy as np
 from jaxdp.data.dataset import Dataset
 from jaxdp.data.dataset import to_model_scale
 from jaxdp.errors import ConfigError
+from jaxdp.errors import MissingDataError
 
 
 def _prepare_hint(name: str, data_dir: str) -> str:
@@ -45,7 +46,7 @@ def load_tfds(name: str, data_dir: str, train_split: str = 'train',
     test = tfds.data_source(name, split=test_split,
                             data_dir=data_dir or None, download=False)
   except Exception as e:
-    raise ConfigError(
+    raise MissingDataError(
         'data.data_dir',
         f'dataset {name!r} is not prepared (as array_record) in '
         f'{data_dir or "the default TFDS directory"} ({type(e).__name__})',
