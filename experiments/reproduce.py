@@ -30,9 +30,8 @@ from absl import logging
 from jaxdp import reproduce
 from jaxdp.errors import ConfigError
 
-PAPERS = ('abadi2016', 'papernot2021', 'tramer_boneh2021', 'de2022')
-
-_PAPER = flags.DEFINE_enum('paper', None, PAPERS, 'Which paper\'s table.')
+_PAPER = flags.DEFINE_enum('paper', None, reproduce.PAPERS,
+                           'Which paper\'s table.')
 flags.mark_flag_as_required('paper')
 _ROWS = flags.DEFINE_list('rows', [], 'Rows to run (default: all).')
 _SEEDS = flags.DEFINE_integer('seeds', 1, 'Seeds per row (0, 1, ...).')

@@ -27,12 +27,15 @@ from dp_accounting import rdp
 import numpy as np
 
 from jaxdp import accounting
+from jaxdp import budget
 
 # Opacus's default RDP orders, which Tramèr & Boneh 2021's code used.
 OPACUS_ORDERS = tuple([1 + x / 10.0 for x in range(1, 100)] +
                       list(range(12, 64)))
 # The moments accountant of Abadi et al. 2016: integer orders up to 32.
 MOMENTS_ORDERS = tuple(range(2, 33))
+# Where the searches for the steps a σ affords give up.
+_MAX_STEPS = 10**7
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,8 +80,9 @@ def _paper_rdp(row: PaperRow, sigma: float, steps: int):
                 else rdp.RdpAccountant())
   q = row.batch_size / row.num_examples
   with accounting.quiet_rdp_probes():
-    accountant.compose(dp_accounting.PoissonSampledDpEvent(
-        q, dp_accounting.GaussianDpEvent(sigma)), steps)
+    if steps:  # dp-accounting refuses a count of 0.
+      accountant.compose(dp_accounting.PoissonSampledDpEvent(
+          q, dp_accounting.GaussianDpEvent(sigma)), steps)
     for release_sigma, count in row.releases:
       accountant.compose(dp_accounting.GaussianDpEvent(release_sigma), count)
   return np.asarray(accountant.orders, float), np.asarray(accountant.rdp)
@@ -86,6 +90,8 @@ def _paper_rdp(row: PaperRow, sigma: float, steps: int):
 
 def paper_epsilon(row: PaperRow, sigma: float, steps: int) -> float:
   """ε of `steps` steps at σ (plus the row's releases), as the paper counts."""
+  if steps == 0 and not row.releases:
+    return 0.0
   orders, rdp_values = _paper_rdp(row, sigma, steps)
   if row.accountant == 'rdp_classic':
     with np.errstate(invalid='ignore', divide='ignore'):
@@ -121,25 +127,13 @@ def last_affordable_step(accountant: str, sampling_probability: float,
       dp_accounting.PoissonSampledDpEvent(
           sampling_probability, dp_accounting.GaussianDpEvent(sigma)), delta,
       setup_event)
-  lo, hi = 0, 1
-  while eps(hi) <= target_epsilon:
-    lo, hi = hi, 2 * hi
-  while hi - lo > 1:
-    mid = (lo + hi) // 2
-    lo, hi = (mid, hi) if eps(mid) <= target_epsilon else (lo, mid)
-  return lo
+  return budget.last_step_within(eps, target_epsilon, 1, _MAX_STEPS)
 
 
 def paper_steps(row: PaperRow, sigma: float) -> int:
   """The most steps at σ whose paper-style ε stays ≤ the row's ε."""
-  lo, hi = 0, 1
-  while paper_epsilon(row, sigma, hi) <= row.epsilon:
-    lo, hi = hi, 2 * hi
-  while hi - lo > 1:
-    mid = (lo + hi) // 2
-    lo, hi = (mid, hi) if paper_epsilon(row, sigma, mid) <= row.epsilon else (
-        lo, mid)
-  return lo
+  return budget.last_step_within(lambda k: paper_epsilon(row, sigma, k),
+                                 row.epsilon, 1, _MAX_STEPS)
 
 
 @functools.lru_cache(maxsize=None)  # Rows are frozen; configs ask again.

@@ -29,6 +29,9 @@ from jaxdp.errors import ConfigError
 from jaxdp.errors import MissingDataError
 from jaxdp.mechanism import build_mechanism
 
+# The papers with a config file in configs/ (`configs/<name>.py`).
+PAPERS = ('abadi2016', 'papernot2021', 'tramer_boneh2021', 'de2022')
+
 # Size of the stand-in datasets and of the batches of a quick run.
 QUICK_TRAIN, QUICK_TEST, QUICK_BATCH, QUICK_STEPS = 256, 64, 32, 2
 

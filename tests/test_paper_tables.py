@@ -19,7 +19,7 @@ from jaxdp import private_releases
 from jaxdp import reproduce
 from jaxdp.data import scattering
 
-PAPERS = ('abadi2016', 'papernot2021', 'tramer_boneh2021', 'de2022')
+PAPERS = reproduce.PAPERS
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
