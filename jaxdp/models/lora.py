@@ -27,10 +27,11 @@ class LoRADense(nn.Module):
   features: int
   rank: int
   alpha: float = 1.0
+  use_bias: bool = True  # Of the frozen base layer (Llama's have none).
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    base = nn.Dense(self.features, name='base')(x)
+    base = nn.Dense(self.features, use_bias=self.use_bias, name='base')(x)
     down = nn.Dense(self.rank, use_bias=False, name='lora_down',
                     kernel_init=nn.initializers.lecun_normal())(x)
     up = nn.Dense(self.features, use_bias=False, name='lora_up',
@@ -38,11 +39,36 @@ class LoRADense(nn.Module):
     return base + (self.alpha / self.rank) * up
 
 
-def dense_or_lora(features: int, rank: int, name: str) -> nn.Module:
+def dense_or_lora(features: int, rank: int, name: str, alpha: float = 1.0,
+                  use_bias: bool = True) -> nn.Module:
   """nn.Dense when rank is 0, else a LoRADense of that rank."""
   if rank:
-    return LoRADense(features, rank, name=name)
-  return nn.Dense(features, name=name)
+    return LoRADense(features, rank, alpha, use_bias, name=name)
+  return nn.Dense(features, use_bias=use_bias, name=name)
+
+
+def attach_base(init_params, base_params):
+  """`init_params` of a LoRA model with every frozen leaf from `base_params`.
+
+  `base_params` are the same model's parameters without adapters (as a
+  weight loader gives them): a LoRA layer's `base/kernel` comes from the
+  plain layer's `kernel`. The adapters keep their initialisation.
+  """
+  base = traverse_util.flatten_dict(base_params)
+  out = {}
+  for path, value in traverse_util.flatten_dict(init_params).items():
+    if any(name in ADAPTER_NAMES for name in path):
+      out[path] = value
+      continue
+    plain = tuple(name for name in path if name != 'base')
+    if plain not in base:
+      raise KeyError(f'no weight for {"/".join(path)} among the loaded '
+                     'parameters')
+    if base[plain].shape != value.shape:
+      raise ValueError(f'{"/".join(path)}: loaded shape {base[plain].shape}, '
+                       f'the model wants {value.shape}')
+    out[path] = base[plain]
+  return traverse_util.unflatten_dict(out)
 
 
 def split_adapters(params) -> tuple[dict, dict]:

@@ -1,0 +1,1 @@
+"""Language-model fine-tuning: pretrained weights, chat data, attacks."""
