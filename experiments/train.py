@@ -17,7 +17,6 @@ bad settings, 75 when SIGTERM/SIGINT stopped it (a checkpoint was saved: rerun
 to resume), 1 when it diverged beyond recovery.
 """
 
-import re
 import sys
 
 from absl import app
@@ -27,15 +26,10 @@ from ml_collections import config_flags
 
 from jaxdp import distributed
 from jaxdp.errors import ConfigError
-from jaxdp.train import BUDGET_EXHAUSTED
-from jaxdp.train import COMPLETED
-from jaxdp.train import DIVERGED
-from jaxdp.train import INTERRUPTED
+from experiments.flag_parsing import parse_flags
+from jaxdp.train import EXIT_STATUS
 from jaxdp.train import final_line
 from jaxdp.train import train_and_evaluate
-
-_EXIT_STATUS = {COMPLETED: 0, BUDGET_EXHAUSTED: 0, INTERRUPTED: 75,
-                DIVERGED: 1}
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file, e.g. configs/base.py.',
@@ -70,25 +64,8 @@ def main(argv):
     sys.exit(2)
   if distributed.is_primary():
     print(final_line(results), flush=True)
-  sys.exit(_EXIT_STATUS[results['status']])
-
-
-def _parse_flags(argv):
-  """absl's parser, with a one-line error instead of a traceback."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:  # Also a config value of the wrong type.
-    print(f'error: {e} Fix: see --helpfull for the flags', file=sys.stderr)
-  except (AttributeError, KeyError) as e:  # A key the locked config lacks.
-    words = re.findall(r'[A-Za-z_][A-Za-z0-9_.]*', str(e))
-    guess = re.search(r'Did you mean "([^"]+)"', str(e))
-    hint = f' (did you mean {guess.group(1)!r}?)' if guess else ''
-    print(f'error: config: no field named {words[0] if words else str(e)!r}'
-          f'{hint}. Fix: use a field declared in configs/base.py; the config is '
-          'locked so that a misspelt setting cannot be silently ignored',
-          file=sys.stderr)
-  sys.exit(2)
+  sys.exit(EXIT_STATUS[results['status']])
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=parse_flags)

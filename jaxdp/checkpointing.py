@@ -99,6 +99,22 @@ class Checkpointer:
                    f'{meta.get("format") if isinstance(meta, dict) else meta!r}')
     return meta
 
+  def restore_arrays(self, executed: int) -> dict:
+    """The saved state as nested dicts of arrays (no template needed).
+
+    For reading a trained model's parameters (`['params']`, or
+    `['ema_params']`) outside a training run, e.g. to generate text.
+    """
+    path = os.path.join(self.directory, str(executed))
+    self.read_meta(executed)
+    try:
+      return self._manager.restore(
+          executed, args=ocp.args.Composite(
+              state=ocp.args.StandardRestore()))['state']
+    except Exception as e:  # orbax raises many types for damaged files.
+      raise _error(path, f'cannot restore its state ({type(e).__name__}: '
+                   f'{str(e)[:300]})') from e
+
   def restore(self, executed: int, template: Any) -> tuple:
     """(state shaped like `template`, meta) of checkpoint `executed`."""
     path = os.path.join(self.directory, str(executed))

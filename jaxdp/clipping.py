@@ -130,8 +130,18 @@ def microbatched(chunk: ClippedChunk, microbatch_size: Optional[int]):
     split = lambda x: jnp.reshape(x, (k, microbatch_size) + x.shape[1:])
     chunks = jax.tree_util.tree_map(split, (batch, mask))
 
+    # Padding sits at the end of a batch (and of a device's share), so whole
+    # microbatches of it are common under Poisson sampling: they are skipped.
+    # Their result is exactly zero either way (masked slots get factor 0).
+    shapes = jax.eval_shape(chunk, params, *jax.tree_util.tree_map(
+        lambda x: x[0], chunks))
+    nothing = lambda: jax.tree_util.tree_map(
+        lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
     def body(total, batch_and_mask):
-      part, stats = chunk(params, *batch_and_mask)
+      part, stats = jax.lax.cond(batch_and_mask[1].any(),
+                                 lambda: chunk(params, *batch_and_mask),
+                                 nothing)
       return jax.tree_util.tree_map(jnp.add, total, part), stats
 
     zeros = jax.tree_util.tree_map(jnp.zeros_like, params)

@@ -35,9 +35,16 @@ _FIELDS = {
     'pca_noise_multiplier': 'dp.pca_noise_multiplier',
     'normalization_noise_multiplier': 'dp.normalization_noise_multiplier',
     'normalization_clip': 'dp.normalization_clip',
+    'privacy_unit': 'lm.privacy_unit',
 }
-# Checkpoints written before releases existed had none.
-_ABSENT_DEFAULTS = dict(private_releases.NO_RELEASES)
+# Checkpoints written before releases (or language models) existed had none.
+_ABSENT_DEFAULTS = dict(private_releases.NO_RELEASES, privacy_unit='example')
+
+
+def privacy_unit(config) -> str:
+  """What one DP example is: an image, a conversation or a user."""
+  return (config.lm.privacy_unit if config.task == 'language_model'
+          else 'example')
 
 
 def privacy_settings(mechanism, dataset, config) -> dict:
@@ -60,6 +67,7 @@ def privacy_settings(mechanism, dataset, config) -> dict:
       'num_examples': dataset.num_train,
       'dataset': dataset.name,
       'dataset_fingerprint': dataset.fingerprint(),
+      'privacy_unit': privacy_unit(config),
       # Releases before step 1 (DP-PCA, released normalisation): the
       # settings that decide them, and their DpEvent as JSON.
       **{key: config.dp[key] for key in private_releases.NO_RELEASES},
@@ -88,7 +96,8 @@ def settings_in_config(config) -> dict:
   """The privacy settings readable from `config` alone (no mechanism)."""
   return {'sampler': config.dp.sampler, 'accountant': config.dp.accountant,
           'delta': config.dp.delta, 'secure_noise': bool(config.dp.secure_noise),
-          'seed': None if config.dp.secure_noise else config.seed}
+          'seed': None if config.dp.secure_noise else config.seed,
+          'privacy_unit': privacy_unit(config)}
 
 
 def config_hash(config) -> str:

@@ -15,6 +15,7 @@ import numpy as np
 import optax
 
 from jaxdp.mechanism import DpMechanism
+from jaxdp.models import lora
 from jaxdp.sharding import Placement
 from jaxdp.sharding import make_mesh
 from jaxdp.train_state import TrainState
@@ -43,7 +44,7 @@ def make_train_step(batch_loss: Callable, mechanism: DpMechanism,
                     tx: optax.GradientTransformation,
                     placement: Optional[Placement] = None,
                     state: Optional[TrainState] = None,
-                    ema_decay: float = 0.0):
+                    ema_decay: float = 0.0, frozen=None):
   """train_step(state, batch) -> (state, metrics), jitted, state donated.
 
   `batch` is a dict with `inputs` (what `batch_loss(params, inputs) -> [P]`
@@ -53,15 +54,22 @@ def make_train_step(batch_loss: Callable, mechanism: DpMechanism,
   keeps its output in, so that the next step's input is laid out the same and
   nothing recompiles; without it XLA chooses them. If `state.ema_params` is
   set, it is moved towards the new parameters with `ema_decay_at(ema_decay)`.
+  `frozen` (parameters not trained, e.g. a pretrained model under LoRA
+  adapters) is merged into `state.params` for the loss; it is an argument of
+  the compiled step, not a constant inside it.
   """
   placement = placement or Placement(make_mesh(1))
-  clipped_grad_sum = placement.global_clipped_sum(
-      mechanism.clipped_grad_sum(batch_loss))
+
+  def clipped_sum(params, frozen_params, inputs, mask):
+    loss = lora.with_frozen(batch_loss, frozen_params)
+    return mechanism.clipped_grad_sum(loss)(params, inputs, mask)
+
+  clipped_grad_sum = placement.global_clipped_sum(clipped_sum)
   clip_norm = mechanism.clip_norm
 
-  def train_step(state: TrainState, batch):
-    grad_sum, stats = clipped_grad_sum(state.params, batch['inputs'],
-                                       batch['mask'])
+  def train_step(state: TrainState, batch, frozen_params):
+    grad_sum, stats = clipped_grad_sum(state.params, frozen_params,
+                                       batch['inputs'], batch['mask'])
     updates, opt_state = tx.update(grad_sum, state.opt_state, state.params)
     updates = jax.tree_util.tree_map(
         lambda u: (u * state.lr_scale).astype(u.dtype), updates)
@@ -85,10 +93,12 @@ def make_train_step(batch_loss: Callable, mechanism: DpMechanism,
     return new_state, metrics
 
   if state is None:
-    return jax.jit(train_step, donate_argnums=0)
-  return jax.jit(train_step, donate_argnums=0,
-                 out_shardings=(placement.state_shardings(state),
-                                placement.replicated))
+    step = jax.jit(train_step, donate_argnums=0)
+  else:
+    step = jax.jit(train_step, donate_argnums=0,
+                   out_shardings=(placement.state_shardings(state),
+                                  placement.replicated))
+  return lambda state, batch: step(state, batch, frozen)
 
 
 def make_eval_step(apply_fn: Callable):

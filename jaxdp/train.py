@@ -26,7 +26,6 @@ What makes a run survive (see the README's "Runs that survive"):
 import contextlib
 import dataclasses
 import fcntl
-import hashlib
 import itertools
 import json
 import math
@@ -38,28 +37,27 @@ from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from jaxdp import augmentation
 from jaxdp import budget as budget_lib
 from jaxdp import checkpointing
-from jaxdp import data
 from jaxdp import distributed
 from jaxdp import divergence
 from jaxdp import event_history
+from jaxdp import image_task
 from jaxdp import ledger as ledger_lib
-from jaxdp import models
 from jaxdp import noise
 from jaxdp import optimizers
-from jaxdp import private_releases
 from jaxdp import run_identity
 from jaxdp import sharding
 from jaxdp import steps
 from jaxdp.errors import ConfigError
 from jaxdp.mechanism import MAX_CONFIG_SEED
 from jaxdp.mechanism import build_mechanism
+from jaxdp.lm import task as lm_task
 from jaxdp.mechanism import secure_seed
+from jaxdp.models import lora
+from jaxdp.task import Task
 from jaxdp.train_state import TrainState
 
 # Separates the parameter-initialisation key from the noise key.
@@ -70,36 +68,34 @@ COMPLETED = 'completed'
 BUDGET_EXHAUSTED = 'budget_exhausted'
 INTERRUPTED = 'interrupted'
 DIVERGED = 'diverged'
+# The process exit status of each (experiments/train.py documents them).
+EXIT_STATUS = {COMPLETED: 0, BUDGET_EXHAUSTED: 0, INTERRUPTED: 75,
+               DIVERGED: 1}
 
 
-def _batch_arrays(dataset: data.Dataset, batch,
-                  placement: sharding.Placement,
-                  execution: Optional[int] = None) -> dict:
+def _batch_arrays(task: Task, batch, placement: sharding.Placement,
+                  execution: int) -> dict:
   """A sampled batch on the mesh; padding slots hold zeros and mask False.
 
   Every host holds the same index list (same seed, same step) and gathers
-  only the slots of its own devices. With `execution`, the inputs also carry
-  each slot's (execution, slot) id, which keys its augmented views.
+  only the slots of its own devices.
   """
   def gather(positions):
-    indices, mask = batch.indices[positions], batch.mask[positions]
-    images = dataset.train_images[indices]
-    labels = dataset.train_labels[indices]
-    images[~mask] = 0.0
-    labels[~mask] = 0
-    if execution is None:
-      return {'inputs': (images, labels), 'mask': mask}
-    ids = np.stack([np.full(len(positions), execution), positions], axis=1)
-    return {'inputs': (images, labels, ids.astype(np.int32)), 'mask': mask}
+    mask = batch.mask[positions]
+    return {'inputs': task.train_inputs(batch.indices[positions], mask,
+                                        positions, execution),
+            'mask': mask}
   return placement.put_batch(gather, len(batch.indices))
 
 
-def _data_digest(dataset: data.Dataset) -> int:
-  """128 bits of SHA-256 over both splits (compared across hosts)."""
-  digest = hashlib.sha256(dataset.fingerprint().encode())
-  for array in (dataset.test_images, dataset.test_labels):
-    digest.update(memoryview(np.ascontiguousarray(array)).cast('B'))
-  return int(digest.hexdigest()[:32], 16)
+def build_task(config) -> Task:
+  """The task `config.task` names, with its data loaded and model built."""
+  if config.task == 'classification':
+    return image_task.build(config)
+  if config.task == 'language_model':
+    return lm_task.build(config)
+  raise ConfigError('task', f'unknown task {config.task!r}',
+                    'use classification or language_model')
 
 
 def _json_number(x: float) -> Optional[float]:
@@ -214,18 +210,15 @@ def train_and_evaluate(config, workdir: str,
   if not distributed.is_primary():
     log = lambda line: None  # Host 0 speaks for the run.
   _check_run_fields(config)
-  dataset = data.load_dataset(config.data)
-  model = models.build_model(config.model, dataset.num_classes)
-  sample_input = jnp.asarray(dataset.train_images[:1])
-  models.check_no_example_mixing(model, sample_input)
+  task = build_task(config)
   if jax.process_count() > 1:  # The same index must mean the same example.
     distributed.check_same(
         'data.data_dir', 'the data (SHA-256 of the training and held-out '
-        'splits)', _data_digest(dataset), 'give every host the same data '
+        'splits)', task.digest(), 'give every host the same data '
         'files (the same data.data_dir contents)')
   os.makedirs(workdir, exist_ok=True)
   with _workdir_lock(workdir):
-    return _train(config, workdir, log, start, dataset, model, sample_input)
+    return _train(config, workdir, log, start, task)
 
 
 @contextlib.contextmanager
@@ -255,8 +248,7 @@ def _workdir_lock(workdir: str):
         fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _train(config, workdir: str, log, start: float, dataset, model,
-           sample_input) -> dict:
+def _train(config, workdir: str, log, start: float, task: Task) -> dict:
   """train_and_evaluate, once the workdir is ours."""
   checkpointer = checkpointing.Checkpointer(workdir, config.checkpoint.keep)
   # Host 0's listing decides (another host's view of a shared filesystem may
@@ -294,23 +286,24 @@ def _train(config, workdir: str, log, start: float, dataset, model,
   placement = sharding.Placement(sharding.make_mesh(config.perf.num_devices),
                                  config.perf.param_sharding)
   mechanism = build_mechanism(
-      config.dp, config.perf, dataset.num_train, config.train.num_steps,
+      config.dp, config.perf, task.num_train, config.train.num_steps,
       config.train.num_epochs, progress.privacy_seed,
       resumed_noise_multiplier=None if meta is None
       else meta['privacy']['noise_multiplier'],
       num_devices=placement.num_devices)
-  settings = run_identity.privacy_settings(mechanism, dataset, config)
+  settings = run_identity.privacy_settings(mechanism, task, config)
   event_json = event_history.event_to_json(mechanism.step_event())
   if meta is not None:
     run_identity.check_resume(meta['privacy'], settings)
   if mechanism.setup_event is not None:
     # Same seed, same data: a resumed run recomputes the same release.
-    dataset = private_releases.apply(config.dp, dataset, progress.privacy_seed)
-    sample_input = jnp.asarray(dataset.train_images[:1])
-    models.check_no_example_mixing(model, sample_input)  # New input shape.
+    task = task.with_releases(config.dp, progress.privacy_seed)
   init_key = jax.random.fold_in(jax.random.key(config.seed), INIT_STREAM)
-  params = model.init(init_key, sample_input)['params']
+  params, frozen = task.init(init_key)
+  if frozen is not None:
+    frozen = placement.put_state(frozen)
   num_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
+  num_frozen = sum(x.size for x in jax.tree_util.tree_leaves(frozen))
   tx = optax.chain(
       mechanism.noise_transform(progress.privacy_seed),  # Privatise first ...
       optimizers.build_optimizer(config.optimizer, mechanism.num_steps))  # ... then post-process.
@@ -335,20 +328,14 @@ def _train(config, workdir: str, log, start: float, dataset, model,
       raise ConfigError('ledger', f'{ledger_lib.FILENAME} does not contain the '
                         'entries the newest checkpoint recorded (lines were '
                         'cut or replaced)', 'restore the original file')
-  augmult = config.data.augmult or None
-  batch_loss = (steps.classification_loss(model.apply) if augmult is None else
-                augmentation.classification_loss(model.apply, augmult,
-                                                 config.seed))
-  train_step = steps.make_train_step(batch_loss, mechanism, tx, placement,
-                                     state, config.optimizer.ema_decay)
+  train_step = steps.make_train_step(task.batch_loss, mechanism, tx,
+                                     placement, state,
+                                     config.optimizer.ema_decay, frozen)
   # The averaged parameters are the model, when there are any.
   model_params = lambda s: s.params if s.ema_params is None else s.ema_params
-  eval_step = steps.make_eval_step(model.apply)
-  eval_batch = min(config.eval.batch_size, len(dataset.test_labels))
 
   def evaluate(params) -> tuple:  # (loss, accuracy) on the held-out split.
-    return steps.evaluate(eval_step, params, dataset.test_images,
-                          dataset.test_labels, eval_batch, placement)
+    return task.evaluate(lora.merge(frozen, params), placement)
 
   def accounted() -> int:
     # Draws re-run after a crash are the same draws: counted once.
@@ -418,10 +405,12 @@ def _train(config, workdir: str, log, start: float, dataset, model,
     return restored, False
 
   s = mechanism.summary()
-  log(f'data {dataset.name}: {dataset.num_train} train / '
-      f'{len(dataset.test_labels)} test from {dataset.source}')
-  log(f'model {config.model.name}: {num_params} parameters on '
-      f'{placement.num_devices} {jax.devices()[0].platform} device(s) '
+  log(f'data {task.name}: {task.num_train} train / {task.num_test} test from '
+      f'{task.source}')
+  log(f'model {task.results.get("model", config.model.name)}: {num_params} '
+      f'trained parameters'
+      + (f' ({num_frozen} frozen: {task.frozen_note})' if num_frozen else '')
+      + f' on {placement.num_devices} {jax.devices()[0].platform} device(s) '
       f'({jax.process_count()} host(s)), parameters {placement.param_sharding}')
   log(f'privacy: sampler {s["sampler"]} q={s["sampling_probability"]:.5g} '
       f'(expected batch {s["expected_batch_size"]:g}, padded to '
@@ -475,10 +464,8 @@ def _train(config, workdir: str, log, start: float, dataset, model,
       if not replaying and not budget.allows(progress.executed):
         status = BUDGET_EXHAUSTED
         break
-      batch = _batch_arrays(dataset,
-                            mechanism.sampler.sample(progress.executed),
-                            placement,
-                            None if augmult is None else progress.executed)
+      batch = _batch_arrays(task, mechanism.sampler.sample(progress.executed),
+                            placement, progress.executed)
       state, metrics = train_step(state, batch)
       progress.executed += 1
       done += 1
@@ -575,11 +562,12 @@ def _train(config, workdir: str, log, start: float, dataset, model,
       'epsilon_remaining': budget.remaining(accounted()),
       'accuracy': _json_number(accuracy),
       'test_loss': _json_number(test_loss),
-      'dataset': dataset.name,
-      'dataset_source': dataset.source,
-      'num_train_examples': dataset.num_train,
+      'dataset': task.name,
+      'dataset_source': task.source,
+      'num_train_examples': task.num_train,
       'model': config.model.name,
       'num_params': int(num_params),
+      'num_frozen_params': int(num_frozen),
       'seed': config.seed,
       'secure_noise': bool(config.dp.secure_noise),
       'platform': jax.devices()[0].platform,
@@ -589,6 +577,7 @@ def _train(config, workdir: str, log, start: float, dataset, model,
       'history': progress.evals,
       'rollback_log': progress.rollback_log,
   })
+  results.update(task.results)
   ledger.append('final', {'status': status, 'step': done,
                           'executed': accounted(),
                           'epsilon': _json_number(eps),

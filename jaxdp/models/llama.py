@@ -57,11 +57,11 @@ class LlamaConfig:
       raise ValueError(f'{self}: rotary embeddings need an even head_dim')
 
 
-def rotary_tables(head_dim: int, length: int, theta: float):
-  """cos and sin [length, head_dim] for positions 0..length-1 (half-split)."""
+def rotary_tables(head_dim: int, positions: jnp.ndarray, theta: float):
+  """cos and sin [batch, length, head_dim] at `positions` (half-split)."""
   inv_freq = 1.0 / theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32)
                              / head_dim)
-  angles = jnp.arange(length, dtype=jnp.float32)[:, None] * inv_freq[None]
+  angles = positions.astype(jnp.float32)[..., None] * inv_freq
   angles = jnp.concatenate([angles, angles], axis=-1)
   return jnp.cos(angles), jnp.sin(angles)
 
@@ -70,7 +70,17 @@ def apply_rotary(x: jnp.ndarray, cos: jnp.ndarray, sin: jnp.ndarray):
   """x [batch, length, heads, head_dim] rotated by position."""
   half = x.shape[-1] // 2
   rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-  return x * cos[None, :, None, :] + rotated * sin[None, :, None, :]
+  return (x * cos[:, :, None, :] + rotated * sin[:, :, None, :]).astype(
+      x.dtype)
+
+
+def segment_positions(segments: jnp.ndarray) -> jnp.ndarray:
+  """Each token's position within its segment (runs of equal ids) [b, t]."""
+  t = jnp.arange(segments.shape[1])
+  starts = jnp.concatenate(
+      [jnp.ones_like(segments[:, :1], bool),
+       segments[:, 1:] != segments[:, :-1]], axis=1)
+  return t - jax.lax.cummax(jnp.where(starts, t, 0), axis=1)
 
 
 class Attention(nn.Module):
@@ -84,7 +94,7 @@ class Attention(nn.Module):
     return dense_or_lora(features, rank, name, self.lora_alpha, use_bias=False)
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+  def __call__(self, x: jnp.ndarray, segments: jnp.ndarray) -> jnp.ndarray:
     c = self.config
     batch, length, _ = x.shape
     d = c.head_dim
@@ -94,15 +104,18 @@ class Attention(nn.Module):
                                                        c.num_kv_heads, d)
     v = self._proj(c.num_kv_heads * d, 'v')(x).reshape(batch, length,
                                                        c.num_kv_heads, d)
-    cos, sin = rotary_tables(d, length, c.rope_theta)
+    cos, sin = rotary_tables(d, segment_positions(segments), c.rope_theta)
     q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
     # Grouped-query attention: each key/value head serves `group` query heads.
     group = c.num_heads // c.num_kv_heads
     q = q.reshape(batch, length, c.num_kv_heads, group, d)
     scores = jnp.einsum('btkgd,bskd->bkgts', q, k) / jnp.sqrt(d).astype(
         q.dtype)
-    causal = jnp.tril(jnp.ones((length, length), bool))
-    scores = jnp.where(causal, scores, jnp.finfo(scores.dtype).min)
+    # Causal, and within the token's own segment (packed sequences).
+    allowed = (jnp.tril(jnp.ones((length, length), bool))[None] &
+               (segments[:, :, None] == segments[:, None, :]))
+    scores = jnp.where(allowed[:, None, None], scores,
+                       jnp.finfo(scores.dtype).min)
     weights = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(
         v.dtype)
     out = jnp.einsum('bkgts,bskd->btkgd', weights, v)
@@ -134,18 +147,22 @@ class Block(nn.Module):
   lora_targets: tuple = ()
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+  def __call__(self, x: jnp.ndarray, segments: jnp.ndarray) -> jnp.ndarray:
     c = self.config
     lora = dict(lora_rank=self.lora_rank, lora_alpha=self.lora_alpha,
                 lora_targets=self.lora_targets)
     x = x + Attention(c, name='attn', **lora)(
-        nn.RMSNorm(c.norm_eps, name='attn_norm')(x))
+        nn.RMSNorm(c.norm_eps, name='attn_norm')(x), segments)
     return x + MLP(c, name='mlp', **lora)(
         nn.RMSNorm(c.norm_eps, name='mlp_norm')(x))
 
 
 class LlamaLM(nn.Module):
   """tokens [batch, length] int -> next-token logits [batch, length, vocab].
+
+  `segments` [batch, length] (optional) packs several sequences in one row:
+  a token attends only to earlier tokens with the same segment id, and its
+  rotary position counts from the start of its segment.
 
   Parameters (without LoRA): `embed/embedding`, `layer_{i}/attn/{q,k,v,o}/
   kernel`, `layer_{i}/mlp/{gate,up,down}/kernel`, `layer_{i}/{attn,mlp}_norm/
@@ -162,15 +179,18 @@ class LlamaLM(nn.Module):
   dtype: Optional[jnp.dtype] = None
 
   @nn.compact
-  def __call__(self, tokens: jnp.ndarray) -> jnp.ndarray:
+  def __call__(self, tokens: jnp.ndarray,
+               segments: Optional[jnp.ndarray] = None) -> jnp.ndarray:
     c = self.config
+    if segments is None:
+      segments = jnp.zeros_like(tokens)
     embed = nn.Embed(c.vocab_size, c.dim, name='embed')
     x = embed(tokens)
     if self.dtype is not None:
       x = x.astype(self.dtype)
     for i in range(c.num_layers):
       x = Block(c, self.lora_rank, self.lora_alpha, tuple(self.lora_targets),
-                name=f'layer_{i}')(x)
+                name=f'layer_{i}')(x, segments)
     x = nn.RMSNorm(c.norm_eps, name='final_norm')(x)
     if c.tie_embeddings:
       return embed.attend(x.astype(jnp.float32))

@@ -16,6 +16,7 @@ from typing import Callable
 
 import flax.linen as nn
 from flax import traverse_util
+import jax
 import jax.numpy as jnp
 
 ADAPTER_NAMES = ('lora_down', 'lora_up')
@@ -47,18 +48,38 @@ def dense_or_lora(features: int, rank: int, name: str, alpha: float = 1.0,
   return nn.Dense(features, use_bias=use_bias, name=name)
 
 
-def attach_base(init_params, base_params):
-  """`init_params` of a LoRA model with every frozen leaf from `base_params`.
+def init_adapters(abstract_params, key):
+  """Fresh adapters for a model whose parameter shapes are `abstract_params`.
 
+  The same initialisers as `LoRADense` (A lecun-normal, B zero), without
+  initialising the frozen weights, which a loader replaces anyway (for a
+  pretrained model that is most of the work of `model.init`).
+  """
+  out = {}
+  flat = traverse_util.flatten_dict(abstract_params)
+  for i, (path, leaf) in enumerate(sorted(flat.items())):
+    if path[-2:] == ('lora_down', 'kernel'):
+      out[path] = nn.initializers.lecun_normal()(
+          jax.random.fold_in(key, i), leaf.shape, leaf.dtype)
+    elif path[-2:] == ('lora_up', 'kernel'):
+      out[path] = jnp.zeros(leaf.shape, leaf.dtype)
+  return traverse_util.unflatten_dict(out)
+
+
+def attach_base(abstract_params, base_params, adapters):
+  """The parameters of a LoRA model: `adapters` plus frozen `base_params`.
+
+  `abstract_params` give the LoRA model's layout (shapes suffice);
   `base_params` are the same model's parameters without adapters (as a
   weight loader gives them): a LoRA layer's `base/kernel` comes from the
-  plain layer's `kernel`. The adapters keep their initialisation.
+  plain layer's `kernel`.
   """
   base = traverse_util.flatten_dict(base_params)
+  given = traverse_util.flatten_dict(adapters)
   out = {}
-  for path, value in traverse_util.flatten_dict(init_params).items():
+  for path, value in traverse_util.flatten_dict(abstract_params).items():
     if any(name in ADAPTER_NAMES for name in path):
-      out[path] = value
+      out[path] = given[path]
       continue
     plain = tuple(name for name in path if name != 'base')
     if plain not in base:
@@ -81,12 +102,15 @@ def split_adapters(params) -> tuple[dict, dict]:
           traverse_util.unflatten_dict(adapters))
 
 
+def merge(frozen, trainable):
+  """frozen ∪ trainable as one parameter tree (`trainable` if no `frozen`)."""
+  if frozen is None:
+    return trainable
+  merged = {**traverse_util.flatten_dict(frozen),
+            **traverse_util.flatten_dict(trainable)}
+  return traverse_util.unflatten_dict(merged)
+
+
 def with_frozen(batch_loss: Callable, frozen) -> Callable:
   """loss(adapters, batch) = batch_loss(frozen ∪ adapters, batch)."""
-  frozen_flat = traverse_util.flatten_dict(frozen)
-
-  def loss(adapters, batch):
-    merged = {**frozen_flat, **traverse_util.flatten_dict(adapters)}
-    return batch_loss(traverse_util.unflatten_dict(merged), batch)
-
-  return loss
+  return lambda adapters, batch: batch_loss(merge(frozen, adapters), batch)
