@@ -3,10 +3,11 @@
   python -m experiments.exposure --config=configs/tiny_lm_exposure.py \
       --workdir=/tmp/jaxdp_exposure
 
-Trains the config non-privately and privately (same data, same steps) in
-<workdir>/non_private and <workdir>/dp, then prints one markdown table of
-every canary's exposure under both models (also <workdir>/exposure.md and
-exposure.json). Rerunning resumes the trainings.
+Trains the config non-privately, privately, and privately per user (same
+data, same steps) in <workdir>/non_private, <workdir>/dp and
+<workdir>/dp_user, then prints one markdown table of every canary's exposure
+under each model (also <workdir>/exposure.md and exposure.json). Rerunning
+resumes the trainings (finished ones are reported again, not rerun).
 """
 
 import sys
@@ -27,6 +28,9 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory of both runs.')
 flags.mark_flags_as_required(['config', 'workdir'])
 _CANDIDATES = flags.DEFINE_integer(
     'num_candidates', 1000, 'Random secrets each canary is ranked against.')
+_USER_LENGTH = flags.DEFINE_integer(
+    'user_max_length', 512, 'Tokens of a user\'s packed row in the third, '
+    'user-level DP run (0: no such run).')
 
 
 def main(argv):
@@ -35,7 +39,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   try:
     results = memorisation.run(_CONFIG.value, _WORKDIR.value,
-                               _CANDIDATES.value,
+                               _CANDIDATES.value, _USER_LENGTH.value,
                                log=lambda line: print(line, flush=True))
   except ConfigError as e:
     print(f'error: {e}', file=sys.stderr)

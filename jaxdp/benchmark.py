@@ -42,7 +42,9 @@ from jaxdp.mechanism import build_mechanism
 from jaxdp.models.transformer import next_token_loss
 from jaxdp.train_state import TrainState
 
-MODELS = ('mlp', 'cnn', 'wrn16_4', 'transformer', 'lora')
+MODELS = ('mlp', 'cnn', 'wrn16_4', 'transformer', 'lora', 'smollm2_lora')
+# Tokens per sequence of the smollm2_lora problem.
+SMOLLM2_TOKENS = 128
 REWARM_BELOW_S = 0.5
 # DP method -> (perf.clipping, in microbatches?, noise multiplier).
 _DP_METHODS = {
@@ -61,8 +63,10 @@ class Problem:
   description: str
   params: object
   inputs: object  # What batch_loss takes; leading axis = batch.
-  batch_loss: Callable
+  batch_loss: Callable  # Of all parameters (trained merged with frozen).
   width: int = 0  # WRN width (other models: unused).
+  frozen: object = None  # Parameters not trained (LoRA's base), or None.
+  tokens_per_example: int = 0  # Sequence models: for tokens per second.
 
 
 def make_problem(name: str, batch_size: int, seed: int = 0,
@@ -99,13 +103,36 @@ def make_problem(name: str, batch_size: int, seed: int = 0,
     params = jax.jit(model.init)(kp, tokens[:1, :-1])['params']
     description = ('causal transformer LM, 2 blocks, width 32, 32 tokens, '
                    'vocab 64')
-    loss = next_token_loss(model.apply)
+    frozen = None
     if name == 'lora':  # Train the rank-4 adapters only; the rest is frozen.
       frozen, params = lora.split_adapters(params)
-      loss = lora.with_frozen(loss, frozen)
       description += ', LoRA rank 4 on every projection (adapters trained)'
-    return Problem(name, description, params, tokens, loss)
+    return Problem(name, description, params, tokens,
+                   next_token_loss(model.apply), frozen=frozen,
+                   tokens_per_example=32)
+  if name == 'smollm2_lora':
+    return _smollm2_lora(batch_size, kx)
   raise ValueError(f'unknown benchmark model {name!r}; use one of {MODELS}')
+
+
+def _smollm2_lora(batch_size: int, key) -> Problem:
+  """SmolLM2-135M-Instruct's real weights, rank-8 LoRA on every projection."""
+  from jaxdp.lm import pretrained  # pylint: disable=g-import-not-at-top
+  from jaxdp.lm import task as lm_task  # pylint: disable=g-import-not-at-top
+  from jaxdp.models import llama  # pylint: disable=g-import-not-at-top
+  loaded = pretrained.load_pretrained(pretrained.SMOLLM2, SMOLLM2_TOKENS)
+  model = llama.LlamaLM(loaded.config, lora_rank=8, lora_alpha=16.0)
+  shapes = jax.eval_shape(lambda k: llama.init_params(model, k), key)
+  frozen, adapters = lora.split_adapters(lora.attach_base(
+      shapes, jax.tree_util.tree_map(jnp.asarray, loaded.params),
+      lora.init_adapters(shapes, key)))
+  shape = (batch_size, SMOLLM2_TOKENS)
+  tokens = jax.random.randint(key, shape, 0, loaded.config.vocab_size)
+  inputs = (tokens, jnp.ones(shape, bool), jnp.ones(shape, jnp.int32))
+  return Problem('smollm2_lora', f'SmolLM2-135M-Instruct (GGUF weights), '
+                 f'LoRA rank 8 on all 7 projections, {SMOLLM2_TOKENS} tokens',
+                 adapters, inputs, lm_task.unit_loss(model.apply),
+                 frozen=frozen, tokens_per_example=SMOLLM2_TOKENS)
 
 
 def dp_mechanism(clipping_method: str, noise_multiplier: float,
@@ -137,8 +164,9 @@ def _dp_step(problem: Problem, method: str, batch_size: int,
 def _nonprivate_step(problem: Problem):
   tx = optax.sgd(0.1)
 
-  def step(state, batch):
-    mean_loss = lambda p: jnp.mean(problem.batch_loss(p, batch['inputs']))
+  def step(state, batch, frozen=None):
+    mean_loss = lambda p: jnp.mean(problem.batch_loss(lora.merge(frozen, p),
+                                                      batch['inputs']))
     loss, grads = jax.value_and_grad(mean_loss)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     return state.replace(step=state.step + 1,
@@ -167,11 +195,11 @@ def _jax_runner(step, tx, problem, batch):
   holder = [TrainState(step=jnp.zeros([], jnp.int32), params=params,
                        opt_state=tx.init(params))]
   start = time.perf_counter()
-  compiled = step.lower(holder[0], batch).compile()
+  compiled = step.lower(holder[0], batch, problem.frozen).compile()
   compile_s = time.perf_counter() - start
 
   def run_step():
-    holder[0], _ = compiled(holder[0], batch)
+    holder[0], _ = compiled(holder[0], batch, problem.frozen)
     jax.block_until_ready(holder[0])
 
   return run_step, _memory_mb(compiled), compile_s
@@ -179,6 +207,12 @@ def _jax_runner(step, tx, problem, batch):
 
 def _compare_runner(method, problem, batch, batch_size):
   """The same triple for another library's step, or None if not runnable."""
+  if problem.frozen is not None:
+    if sum(x.size for x in jax.tree_util.tree_leaves(problem.frozen)) > 1e6:
+      return None  # It would be baked into their step as a constant.
+    problem = dataclasses.replace(
+        problem, batch_loss=lora.with_frozen(problem.batch_loss,
+                                             problem.frozen), frozen=None)
   if method == 'jax_privacy':
     step, tx = benchmark_compare.jax_privacy_step(problem, batch_size)
     return _jax_runner(step, tx, problem, batch)
@@ -254,6 +288,8 @@ def run(model_names=MODELS, methods=METHODS, batch_size: int = 256,
               if base_mb and known_memory else None),
           'compile_s': round(r['compile_s'], 3),
           'examples_per_s': round(batch_size / (ms / 1e3), 1),
+          'tokens_per_s': round(batch_size * problem.tokens_per_example /
+                                (ms / 1e3), 1),
       }
   return results
 
@@ -261,8 +297,8 @@ def run(model_names=MODELS, methods=METHODS, batch_size: int = 256,
 def table(results: dict) -> str:
   """A markdown table of `run`'s results."""
   lines = ['| model | method | median ms/step | × non-private | examples/s | '
-           'XLA peak MB | × non-private memory | compile s |',
-           '|---|---|---|---|---|---|---|---|']
+           'tokens/s | XLA peak MB | × non-private memory | compile s |',
+           '|---|---|---|---|---|---|---|---|---|']
   for model, by_method in results.items():
     for method, r in by_method.items():
       ratio = '' if r['ratio_to_nonprivate'] is None else (
@@ -272,6 +308,7 @@ def table(results: dict) -> str:
       memory = ('–' if r['peak_memory_mb'] is None else
                 f"{r['peak_memory_mb']:.1f}")
       lines.append(f"| {model} | {method} | {r['median_ms']:.1f} | {ratio} | "
-                   f"{r['examples_per_s']:.0f} | {memory} | "
+                   f"{r['examples_per_s']:.0f} | "
+                   f"{r['tokens_per_s'] or '–'} | {memory} | "
                    f'{mem_ratio} | {r["compile_s"]:.1f} |')
   return '\n'.join(lines)

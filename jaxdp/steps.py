@@ -44,8 +44,8 @@ def make_train_step(batch_loss: Callable, mechanism: DpMechanism,
                     tx: optax.GradientTransformation,
                     placement: Optional[Placement] = None,
                     state: Optional[TrainState] = None,
-                    ema_decay: float = 0.0, frozen=None):
-  """train_step(state, batch) -> (state, metrics), jitted, state donated.
+                    ema_decay: float = 0.0):
+  """train_step(state, batch, frozen=None) -> (state, metrics), jitted.
 
   `batch` is a dict with `inputs` (what `batch_loss(params, inputs) -> [P]`
   takes, leading axis P) and `mask` [P] (False for padding), P the padded
@@ -54,9 +54,9 @@ def make_train_step(batch_loss: Callable, mechanism: DpMechanism,
   keeps its output in, so that the next step's input is laid out the same and
   nothing recompiles; without it XLA chooses them. If `state.ema_params` is
   set, it is moved towards the new parameters with `ema_decay_at(ema_decay)`.
-  `frozen` (parameters not trained, e.g. a pretrained model under LoRA
-  adapters) is merged into `state.params` for the loss; it is an argument of
-  the compiled step, not a constant inside it.
+  The state is donated. `frozen` (parameters not trained, e.g. a pretrained
+  model under LoRA adapters) is merged into `state.params` for the loss; it
+  is an argument of the compiled step, not a constant inside it.
   """
   placement = placement or Placement(make_mesh(1))
 
@@ -67,8 +67,8 @@ def make_train_step(batch_loss: Callable, mechanism: DpMechanism,
   clipped_grad_sum = placement.global_clipped_sum(clipped_sum)
   clip_norm = mechanism.clip_norm
 
-  def train_step(state: TrainState, batch, frozen_params):
-    grad_sum, stats = clipped_grad_sum(state.params, frozen_params,
+  def train_step(state: TrainState, batch, frozen=None):
+    grad_sum, stats = clipped_grad_sum(state.params, frozen,
                                        batch['inputs'], batch['mask'])
     updates, opt_state = tx.update(grad_sum, state.opt_state, state.params)
     updates = jax.tree_util.tree_map(
@@ -93,12 +93,10 @@ def make_train_step(batch_loss: Callable, mechanism: DpMechanism,
     return new_state, metrics
 
   if state is None:
-    step = jax.jit(train_step, donate_argnums=0)
-  else:
-    step = jax.jit(train_step, donate_argnums=0,
-                   out_shardings=(placement.state_shardings(state),
-                                  placement.replicated))
-  return lambda state, batch: step(state, batch, frozen)
+    return jax.jit(train_step, donate_argnums=0)
+  return jax.jit(train_step, donate_argnums=0,
+                 out_shardings=(placement.state_shardings(state),
+                                placement.replicated))
 
 
 def make_eval_step(apply_fn: Callable):

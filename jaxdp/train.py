@@ -330,7 +330,7 @@ def _train(config, workdir: str, log, start: float, task: Task) -> dict:
                         'cut or replaced)', 'restore the original file')
   train_step = steps.make_train_step(task.batch_loss, mechanism, tx,
                                      placement, state,
-                                     config.optimizer.ema_decay, frozen)
+                                     config.optimizer.ema_decay)
   # The averaged parameters are the model, when there are any.
   model_params = lambda s: s.params if s.ema_params is None else s.ema_params
 
@@ -466,7 +466,7 @@ def _train(config, workdir: str, log, start: float, task: Task) -> dict:
         break
       batch = _batch_arrays(task, mechanism.sampler.sample(progress.executed),
                             placement, progress.executed)
-      state, metrics = train_step(state, batch)
+      state, metrics = train_step(state, batch, frozen)
       progress.executed += 1
       done += 1
       evaluate_now = done % every == 0 or done == planned

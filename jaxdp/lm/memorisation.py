@@ -1,10 +1,17 @@
 """The Secret Sharer attack on a non-private and a DP fine-tune of one model.
 
-`run(config, workdir)` trains the config twice on the same data for the same
-number of steps, in `<workdir>/non_private` (σ = 0, no clipping: plain
-training) and `<workdir>/dp` (the config's own privacy settings), then
-measures every canary's exposure (`exposure.py`) under both models and writes
-`<workdir>/exposure.{json,md}`. Both runs resume if interrupted.
+`run(config, workdir)` trains the config on the same data for the same number
+of steps in `<workdir>/non_private` (σ = 0, no clipping: plain training),
+`<workdir>/dp` (the config's own privacy settings) and, for a config whose
+privacy unit is the conversation, `<workdir>/dp_user` (the same target ε per
+user, each user's conversations packed into rows of `user_max_length`
+tokens), then measures every canary's exposure (`exposure.py`) under each
+model and writes `<workdir>/exposure.{json,md}`. Every run resumes if
+interrupted.
+
+Why the third run: a canary planted in k conversations of one user is
+protected by conversation-level DP only as a group of k, i.e. at about k·ε;
+user-level DP protects all of that user's conversations at ε.
 """
 
 import json
@@ -31,6 +38,15 @@ def non_private(config):
   return plain
 
 
+def per_user(config, max_length: int):
+  """`config` with the user as privacy unit, rows of `max_length` tokens."""
+  user = config.copy_and_resolve_references()
+  with user.unlocked():
+    user.lm.privacy_unit = 'user'
+    user.lm.max_length = max_length
+  return user
+
+
 def canaries_of(config) -> list:
   if config.data.name == 'synthetic_support':
     return synthetic_conversations.make()[2]
@@ -42,14 +58,17 @@ def canaries_of(config) -> list:
   return synthetic_conversations.read_canaries(config.data.data_dir)
 
 
-def run(config, workdir: str, num_candidates: int = 1000, log=print) -> dict:
+def run(config, workdir: str, num_candidates: int = 1000,
+        user_max_length: int = 512, log=print) -> dict:
   if config.task != 'language_model':
     raise ConfigError('task', 'the exposure test needs a language model',
                       'use a config with task=language_model')
   canaries = canaries_of(config)
   runs = {}
-  for name, run_config in (('non_private', non_private(config)),
-                           ('dp', config)):
+  configs = [('non_private', non_private(config)), ('dp', config)]
+  if config.lm.privacy_unit == 'conversation' and user_max_length:
+    configs.append(('dp_user', per_user(config, user_max_length)))
+  for name, run_config in configs:
     log(f'--- training {name} ---')
     runs[name] = train.train_and_evaluate(
         run_config, os.path.join(workdir, name), log=log)
@@ -66,7 +85,8 @@ def run(config, workdir: str, num_candidates: int = 1000, log=print) -> dict:
       table.append(dict(row, run=name))
   summary = {name: {k: runs[name][k] for k in (
       'status', 'epsilon', 'delta', 'noise_multiplier', 'clip_norm', 'steps',
-      'test_loss', 'accuracy', 'privacy_unit', 'wall_seconds')}
+      'test_loss', 'accuracy', 'privacy_unit', 'num_examples',
+      'conversations_left_out', 'wall_seconds')}
              for name in runs}
   results = {'runs': summary, 'exposures': table, 'chance': exposure.CHANCE}
   with open(os.path.join(workdir, 'exposure.json'), 'w') as f:
@@ -77,26 +97,32 @@ def run(config, workdir: str, num_candidates: int = 1000, log=print) -> dict:
 
 
 def markdown(results: dict) -> str:
-  """One row per canary: exposure without and with DP."""
+  """One row per canary: its exposure under every run."""
   by = {(r['name'], r['run']): r for r in results['exposures']}
   names = list(dict.fromkeys(r['name'] for r in results['exposures']))
   runs = results['runs']
-  eps = runs['dp']['epsilon']
-  lines = [
-      f'| canary | planted | exposure, non-private | exposure, DP (ε = '
-      f'{eps:.2f} per {runs["dp"]["privacy_unit"]}) |',
-      '|---|---|---|---|']
+  header = ['canary', 'planted']
+  for run, r in runs.items():
+    header.append('non-private' if run == 'non_private' else
+                  f'DP, ε = {r["epsilon"]:.2f} per {r["privacy_unit"]}')
+  lines = ['| ' + ' | '.join(header) + ' |',
+           '|' + '---|' * len(header)]
   for name in names:
-    cells = []
-    for run in ('non_private', 'dp'):
+    cells = [name, f'{by[(name, "dp")]["repeats"]}×']
+    for run in runs:
       r = by[(name, run)]
       cells.append(f'{r["extrapolated_exposure"]:.1f} (sampled '
                    f'{r["sampled_rank_exposure"]:.1f})')
-    lines.append(f'| {name} | {by[(name, "dp")]["repeats"]}× | {cells[0]} | '
-                 f'{cells[1]} |')
+    lines.append('| ' + ' | '.join(cells) + ' |')
   lines.append('')
-  lines.append(f'Chance (a never-seen secret): {results["chance"]:.2f} bits '
-               'expected; the maximum is log2 |R|. Held-out loss: '
-               f'non-private {runs["non_private"]["test_loss"]:.3f}, DP '
-               f'{runs["dp"]["test_loss"]:.3f}.')
+  lines.append(
+      f'Exposure in bits, extrapolated (sampled rank in brackets); chance, '
+      f'for a never-seen secret, is {results["chance"]:.2f} bits and the '
+      'maximum log2 |R| = 19.9. Held-out loss per token: ' + ', '.join(
+          f'{run} {r["test_loss"]:.3f}' for run, r in runs.items()) + '.')
+  left_out = {run: r['conversations_left_out'] for run, r in runs.items()
+              if r['conversations_left_out']}
+  if left_out:
+    lines.append('Conversations that did not fit their user\'s row (left '
+                 f'out of training): {left_out}.')
   return '\n'.join(lines) + '\n'
