@@ -86,7 +86,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Projections that get adapters: q, k, v, o (attention), gate, up, down (MLP).
   config.lm.lora_targets = ('q', 'k', 'v', 'o', 'gate', 'up', 'down')
   # float32 | bfloat16: storage of the frozen base weights under LoRA
-  # (computation is float32 either way).
+  # (activations stay float32 either way).
   config.lm.base_dtype = 'float32'
 
   # Privacy settings: everything here can change the guarantee.

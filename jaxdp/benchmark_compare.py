@@ -46,7 +46,8 @@ def jax_privacy_step(problem, batch_size: int):
       noise.add_noise_and_normalize(1.0, batch_size, jax.random.key(0)),
       optax.sgd(0.1))
 
-  def step(state, batch):
+  def step(state, batch, frozen=None):
+    del frozen  # The comparison problems have their frozen part baked in.
     grads = clipped(state.params, batch['inputs'])
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     return state.replace(params=optax.apply_updates(state.params, updates),

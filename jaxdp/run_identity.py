@@ -28,6 +28,10 @@ _FIELDS = {
     'target_epsilon': 'dp.target_epsilon',
     'secure_noise': 'dp.secure_noise',
     'seed': 'seed',
+    # What turns conversations into rows: checked before the fingerprint,
+    # which they change, so that the error names them.
+    'lm_pretrained': 'lm.pretrained',
+    'lm_max_length': 'lm.max_length',
     'num_examples': 'data.name',
     'dataset': 'data.name',
     'dataset_fingerprint': 'data.name',
@@ -38,13 +42,20 @@ _FIELDS = {
     'privacy_unit': 'lm.privacy_unit',
 }
 # Checkpoints written before releases (or language models) existed had none.
-_ABSENT_DEFAULTS = dict(private_releases.NO_RELEASES, privacy_unit='example')
+_ABSENT_DEFAULTS = dict(private_releases.NO_RELEASES, privacy_unit='example',
+                        lm_pretrained=None, lm_max_length=None)
 
 
 def privacy_unit(config) -> str:
   """What one DP example is: an image, a conversation or a user."""
   return (config.lm.privacy_unit if config.task == 'language_model'
           else 'example')
+
+
+def _lm_rows(config) -> dict:
+  language_model = config.task == 'language_model'
+  return {'lm_pretrained': config.lm.pretrained if language_model else None,
+          'lm_max_length': config.lm.max_length if language_model else None}
 
 
 def privacy_settings(mechanism, dataset, config) -> dict:
@@ -68,6 +79,7 @@ def privacy_settings(mechanism, dataset, config) -> dict:
       'dataset': dataset.name,
       'dataset_fingerprint': dataset.fingerprint(),
       'privacy_unit': privacy_unit(config),
+      **_lm_rows(config),
       # Releases before step 1 (DP-PCA, released normalisation): the
       # settings that decide them, and their DpEvent as JSON.
       **{key: config.dp[key] for key in private_releases.NO_RELEASES},
@@ -97,7 +109,7 @@ def settings_in_config(config) -> dict:
   return {'sampler': config.dp.sampler, 'accountant': config.dp.accountant,
           'delta': config.dp.delta, 'secure_noise': bool(config.dp.secure_noise),
           'seed': None if config.dp.secure_noise else config.seed,
-          'privacy_unit': privacy_unit(config)}
+          'privacy_unit': privacy_unit(config), **_lm_rows(config)}
 
 
 def config_hash(config) -> str:

@@ -145,10 +145,12 @@ def _write_gguf(path, config, params, tokenizer, template):
   writer.close()
 
 
-def _write_hf(directory, config, params, tokenizer, template):
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+def _write_hf(directory, config, params, tokenizer, template,
+              dtype=jnp.float32):
+  """Written as `save_pretrained` would (bfloat16, as most releases, or f32)."""
+  from safetensors.flax import save_file  # pylint: disable=g-import-not-at-top
   os.makedirs(directory)
-  p = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), params)
+  p = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), params)
   tensors = {'model.embed_tokens.weight': p['embed']['embedding'],
              'model.norm.weight': p['final_norm']['scale']}
   names = {('attn', 'q'): 'self_attn.q_proj', ('attn', 'k'): 'self_attn.k_proj',
@@ -162,8 +164,7 @@ def _write_hf(directory, config, params, tokenizer, template):
     tensors[prefix + 'post_attention_layernorm.weight'] = (
         layer['mlp_norm']['scale'])
     for (block, name), hf_name in names.items():
-      tensors[f'{prefix}{hf_name}.weight'] = np.ascontiguousarray(
-          layer[block][name]['kernel'].T)
+      tensors[f'{prefix}{hf_name}.weight'] = layer[block][name]['kernel'].T
   save_file(tensors, os.path.join(directory, 'model.safetensors'))
   with open(os.path.join(directory, 'config.json'), 'w') as f:
     json.dump({'model_type': 'llama', 'vocab_size': config.vocab_size,
@@ -193,14 +194,19 @@ def tiny_files(tmp_path_factory):
   _write_gguf(str(root / 'tiny.gguf'), config, params, tokenizer,
               tiny.CHATML)
   _write_hf(str(root / 'hf'), config, params, tokenizer, tiny.CHATML)
+  _write_hf(str(root / 'hf_bf16'), config, params, tokenizer, tiny.CHATML,
+            jnp.bfloat16)
   return root, config, params, tokenizer
 
 
-@pytest.mark.parametrize('layout', ['gguf', 'hf'])
+@pytest.mark.parametrize('layout', ['gguf', 'hf', 'hf_bf16'])
 def test_loaders_recover_weights_and_tokenizer(tiny_files, layout):
   root, config, params, tokenizer = tiny_files
-  path = str(root / ('tiny.gguf' if layout == 'gguf' else 'hf'))
+  path = str(root / ('tiny.gguf' if layout == 'gguf' else layout))
   loaded = pretrained.load_pretrained(path, max_length=128)
+  if layout == 'hf_bf16':  # What was stored: the weights rounded to bf16.
+    params = jax.tree_util.tree_map(
+        lambda x: jnp.asarray(x, jnp.bfloat16).astype(jnp.float32), params)
   # GGUF stores ε in float32.
   assert loaded.config.norm_eps == pytest.approx(config.norm_eps, rel=1e-6)
   assert dataclasses.replace(loaded.config, norm_eps=config.norm_eps) == config
@@ -274,3 +280,20 @@ def test_fast_clipping_on_llama_equals_vmap(rank):
   total = sum(x.size for x in jax.tree_util.tree_leaves(trainable))
   # Everything trained takes the fast path except a tied output head.
   assert covered == total
+
+
+def test_rotary_scaling_is_refused_by_name(tiny_files, tmp_path):
+  """Llama 3.1+ scales rotary frequencies: refused, never loaded wrongly."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  from configs import tiny_lm  # pylint: disable=g-import-not-at-top
+  from jaxdp.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  root = tiny_files[0]
+  folder = tmp_path / 'scaled'
+  shutil.copytree(root / 'hf', folder)
+  settings = json.loads((folder / 'config.json').read_text())
+  settings['rope_scaling'] = {'rope_type': 'llama3', 'factor': 8.0}
+  (folder / 'config.json').write_text(json.dumps(settings))
+  config = tiny_lm.get_config()
+  config.lm.pretrained = str(folder)
+  with pytest.raises(ConfigError, match='lm.pretrained.*rope_scaling'):
+    lm_task.load_model(config)

@@ -16,6 +16,7 @@ from jaxdp.lm import chat
 from jaxdp.lm import conversations
 from jaxdp.lm import exposure
 from jaxdp.lm import generate
+from jaxdp.lm import memorisation
 from jaxdp.lm import synthetic_conversations
 from jaxdp.lm import task as lm_task
 from jaxdp.lm import tiny
@@ -147,7 +148,8 @@ def test_user_level_run_samples_users(tmp_path):
   train_set, _, _ = synthetic_conversations.make()
   assert results['privacy_unit'] == 'user'
   assert results['num_examples'] == len({c['user'] for c in train_set})
-  assert results['train_conversations'] == len(train_set)
+  statistics = results['non_private_data_statistics']
+  assert statistics['train_conversations'] == len(train_set)
 
 
 def test_greedy_generation_is_deterministic_and_stops():
@@ -180,3 +182,50 @@ def test_exposure_estimates():
   for estimate in ('sampled_rank_exposure', 'extrapolated_exposure'):
     mean = np.mean([c[estimate] for c in chance])
     assert abs(mean - exposure.CHANCE) < 0.15, (estimate, mean)
+
+
+def test_written_demo_files_are_the_bundled_set(tmp_path):
+  """make_conversations' files, read as chat_jsonl, are synthetic_support."""
+  train_set, test_set, canaries = synthetic_conversations.make()
+  synthetic_conversations.write(str(tmp_path), train_set, test_set, canaries)
+  model = tiny.tiny_pretrained(dim=16, num_layers=1)
+  bundled = _quick_config()
+  files = _quick_config(**{'data.name': 'chat_jsonl',
+                           'data.data_dir': str(tmp_path)})
+  a = lm_task.load_conversations(bundled, model)
+  b = lm_task.load_conversations(files, model)
+  assert a.fingerprint() == b.fingerprint() and a.num_train == len(train_set)
+  assert synthetic_conversations.read_canaries(str(tmp_path)) == canaries
+  assert [c.repeats for c in canaries] == [1, 4, 16, 0, 0, 0]
+  planted = sum(c['messages'] == k.messages() for c in train_set
+                for k in canaries)
+  assert planted == 1 + 4 + 16
+
+
+@pytest.mark.slow
+def test_exposure_command_end_to_end(tmp_path):
+  """The three runs and the table, at 2 steps (about 2 minutes)."""
+  config = _quick_config()
+  results = memorisation.run(config, str(tmp_path), num_candidates=30,
+                             user_max_length=320, log=lambda _: None)
+  assert set(results['runs']) == {'non_private', 'dp', 'dp_user'}
+  assert results['runs']['dp_user']['privacy_unit'] == 'user'
+  assert len(results['exposures']) == 3 * 6
+  assert 'per user' in memorisation.markdown(results)
+
+
+def test_frozen_base_in_bfloat16_trains_float32_adapters():
+  config = _quick_config(**{'lm.base_dtype': 'bfloat16'})
+  pretrained = tiny.tiny_pretrained(dim=16, num_layers=1)
+  model = lm_task.build_model(config, pretrained.config)
+  adapters, frozen = lm_task.initial_params(config, model, pretrained.params,
+                                            jax.random.key(0))
+  assert {x.dtype for x in jax.tree_util.tree_leaves(frozen)} == {
+      np.dtype('bfloat16')}
+  assert {x.dtype for x in jax.tree_util.tree_leaves(adapters)} == {
+      np.dtype('float32')}
+  tokens = np.array([[5, 6, 7, 8, 9]], np.int32)
+  loss = lm_task.unit_loss(model.apply)(
+      lm_task.lora.merge(frozen, adapters),
+      (tokens, np.ones_like(tokens, bool), np.ones_like(tokens)))
+  assert loss.dtype == np.float32 and np.isfinite(loss).all()

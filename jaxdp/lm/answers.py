@@ -25,6 +25,7 @@ def answers(config, workdir: str, prompts: list, system: str,
     print(f'{workdir} has no checkpoint: answering with the pretrained model')
     params = lora.merge(frozen, trainable)
   params = jax.tree_util.tree_map(jnp.asarray, params)
+  next_logits = generate.logits_at(model.apply)
   for i, prompt in enumerate(prompts):
     messages = ([{'role': 'system', 'content': system}] if system else []) + [
         {'role': 'user', 'content': prompt}]
@@ -32,6 +33,7 @@ def answers(config, workdir: str, prompts: list, system: str,
                                  pretrained.chat_template, messages)
     out = generate.generate(model.apply, params, ids, max_new_tokens,
                             pretrained.eos_id, temperature,
-                            jax.random.fold_in(jax.random.key(config.seed), i))
+                            jax.random.fold_in(jax.random.key(config.seed), i),
+                            next_logits)
     yield prompt, pretrained.tokenizer.decode(out,
                                               skip_special_tokens=True).strip()

@@ -12,7 +12,8 @@ is (sampled, clipped and counted by the accountant as one):
 * `user`: a row packs all of a user's conversations, each its own segment
   (tokens attend only within their conversation and positions restart), until
   `max_length` tokens; conversations that do not fit are left out. The
-  sampler draws users, each user's summed loss is clipped once, and ε bounds
+  sampler draws users, each user's loss (the mean over all their assistant
+  tokens) is clipped once, and ε bounds
   what the model reveals about any one user, however many conversations they
   had. Leaving out a user's extra conversations depends on that user's data
   only, so it costs nothing.
@@ -136,8 +137,15 @@ def tokenize(train: list, test: list, tokenizer, template: str,
   if unit not in UNITS:
     raise ConfigError('lm.privacy_unit', f'unknown unit {unit!r}',
                       f'use one of {", ".join(UNITS)}')
-  encode = lambda c: chat.encode(tokenizer, template, c['messages'],
-                                 max_length)
+  def encode(conversation):
+    try:
+      return chat.encode(tokenizer, template, conversation['messages'],
+                         max_length)
+    except chat.ChatFormatError as e:
+      raise ConfigError('lm.pretrained', f'its chat template cannot render '
+                        f'the conversation {conversation["messages"][:1]}...: '
+                        f'{e}', 'use a checkpoint whose template takes these '
+                        'roles, or change the conversation') from e
   test_rows = _rows([[encode(c)] for c in test], max_length)
   left_out = 0
   if unit == 'conversation':

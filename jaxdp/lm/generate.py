@@ -15,22 +15,32 @@ from jaxdp import checkpointing
 from jaxdp.models import lora
 
 
-def generate(apply_fn, params, prompt: list, max_new_tokens: int,
-             stop_id: int, temperature: float = 0.0,
-             key: Optional[jax.Array] = None) -> list:
-  """New token ids after `prompt`, up to `stop_id` (included) or the limit.
+def logits_at(apply_fn):
+  """jitted (params, tokens [1, T], position) -> logits at that position.
 
-  temperature 0 is greedy decoding; otherwise tokens are sampled from
-  softmax(logits / temperature) with `key`.
+  Make it once per model and pass it to every `generate` call: each new one
+  compiles again.
   """
-  length = -(-(len(prompt) + max_new_tokens) // 64) * 64
-  buffer = np.zeros((1, length), np.int32)
-  buffer[0, :len(prompt)] = prompt
-
   @jax.jit
   def next_logits(params, tokens, position):
     logits = apply_fn({'params': params}, tokens)
     return jax.lax.dynamic_index_in_dim(logits[0], position, keepdims=False)
+  return next_logits
+
+
+def generate(apply_fn, params, prompt: list, max_new_tokens: int,
+             stop_id: int, temperature: float = 0.0,
+             key: Optional[jax.Array] = None, next_logits=None) -> list:
+  """New token ids after `prompt`, up to `stop_id` (included) or the limit.
+
+  temperature 0 is greedy decoding; otherwise tokens are sampled from
+  softmax(logits / temperature) with `key`. `next_logits`: a `logits_at`
+  of `apply_fn` shared between calls (made here if not given).
+  """
+  length = -(-(len(prompt) + max_new_tokens) // 64) * 64
+  buffer = np.zeros((1, length), np.int32)
+  buffer[0, :len(prompt)] = prompt
+  next_logits = next_logits or logits_at(apply_fn)
 
   out, position = [], len(prompt) - 1
   for i in range(max_new_tokens):
@@ -48,13 +58,18 @@ def generate(apply_fn, params, prompt: list, max_new_tokens: int,
   return out
 
 
-def trained_params(workdir: str, frozen, which: str = 'params'):
-  """The newest checkpoint's trained parameters merged with `frozen`."""
+def trained_params(workdir: str, frozen):
+  """The newest checkpoint's model merged with `frozen` (None: no checkpoint).
+
+  The model is what training evaluated: the parameter average where the run
+  kept one (optimizer.ema_decay > 0), else the parameters.
+  """
   checkpointer = checkpointing.Checkpointer(workdir, None)
   latest = checkpointer.latest()
   if latest is None:
     return None
   state = checkpointer.restore_arrays(latest)
-  trained = state[which] if state.get(which) is not None else state['params']
+  trained = (state['ema_params'] if state.get('ema_params') is not None
+             else state['params'])
   trained = jax.tree_util.tree_map(jnp.asarray, trained)
   return lora.merge(frozen, trained)

@@ -49,6 +49,11 @@ def read_config(reader, max_length: int) -> LlamaConfig:
   if arch != 'llama':
     raise ValueError(f'general.architecture is {arch!r}; jaxdp reads llama')
   names = {t.name for t in reader.tensors}
+  scaling = reader.fields.get('llama.rope.scaling.type')
+  if 'rope_freqs.weight' in names or (
+      scaling is not None and scaling.contents() not in ('none', '')):
+    raise ValueError('the GGUF file scales its rotary frequencies (Llama '
+                     '3.1+); jaxdp\'s rotary embeddings have no scaling')
   tokens = _field(reader, 'tokenizer.ggml.tokens')
   config = LlamaConfig(
       vocab_size=int(_field(reader, 'llama.vocab_size', len(tokens))),
@@ -100,7 +105,7 @@ def read_params(reader, config: LlamaConfig, dtype=np.float32) -> dict:
         put((layer,) + _PROJECTIONS[part] + ('kernel',), weight.T)
       else:
         raise ValueError(f'unexpected tensor {tensor.name!r} in the GGUF file')
-    elif not name.startswith('rope_'):  # Precomputed rotary tables: unused.
+    else:
       raise ValueError(f'unexpected tensor {tensor.name!r} in the GGUF file')
   return params
 

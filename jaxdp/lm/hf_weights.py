@@ -30,6 +30,10 @@ def read_config(directory: str, max_length: int) -> LlamaConfig:
   if hf.get('model_type', 'llama') != 'llama':
     raise ValueError(f'config.json model_type is {hf["model_type"]!r}; jaxdp '
                      'reads llama')
+  if hf.get('rope_scaling'):
+    raise ValueError(f'config.json has rope_scaling {hf["rope_scaling"]}; '
+                     'jaxdp\'s rotary embeddings have no scaling (Llama 3.1+ '
+                     'checkpoints are not supported)')
   config = LlamaConfig(
       vocab_size=hf['vocab_size'], dim=hf['hidden_size'],
       num_layers=hf['num_hidden_layers'],
@@ -47,7 +51,9 @@ def read_config(directory: str, max_length: int) -> LlamaConfig:
 
 def read_params(directory: str, config: LlamaConfig, dtype=np.float32) -> dict:
   """The model's parameters (no adapters) as a nested dict of NumPy arrays."""
-  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+  # The flax reader knows bfloat16, the usual dtype of released checkpoints
+  # (safetensors' NumPy reader does not).
+  from safetensors import safe_open  # pylint: disable=g-import-not-at-top
   files = sorted(glob.glob(os.path.join(directory, '*.safetensors')))
   if not files:
     raise ValueError(f'{directory} has no *.safetensors file')
@@ -60,7 +66,10 @@ def read_params(directory: str, config: LlamaConfig, dtype=np.float32) -> dict:
     node[path[-1]] = np.asarray(value, dtype)
 
   for file in files:
-    for name, weight in load_file(file).items():
+    with safe_open(file, framework='flax') as tensors:
+      loaded = {name: np.asarray(tensors.get_tensor(name).astype(np.float32))
+                for name in tensors.keys()}
+    for name, weight in loaded.items():
       name = name.removesuffix('.weight')
       if name == 'model.embed_tokens':
         put(('embed', 'embedding'), weight)
@@ -90,7 +99,11 @@ def read_chat_fields(directory: str, tokenizer) -> dict:
   if os.path.exists(path):
     with open(path) as f:
       settings = json.load(f)
-  token_id = lambda name: (tokenizer.token_to_id(settings[name])
-                           if isinstance(settings.get(name), str) else -1)
+  def token_id(name):
+    token = settings.get(name)
+    if isinstance(token, dict):  # An AddedToken written out in full.
+      token = token.get('content')
+    found = tokenizer.token_to_id(token) if isinstance(token, str) else None
+    return -1 if found is None else found
   return dict(chat_template=settings.get('chat_template') or '',
               bos_id=token_id('bos_token'), eos_id=token_id('eos_token'))

@@ -86,8 +86,10 @@ def run(config, workdir: str, num_candidates: int = 1000,
   summary = {name: {k: runs[name][k] for k in (
       'status', 'epsilon', 'delta', 'noise_multiplier', 'clip_norm', 'steps',
       'test_loss', 'accuracy', 'privacy_unit', 'num_examples',
-      'conversations_left_out', 'wall_seconds')}
-             for name in runs}
+      'wall_seconds')} for name in runs}
+  for name in runs:
+    summary[name]['conversations_left_out'] = runs[name][
+        'non_private_data_statistics']['conversations_left_out']
   results = {'runs': summary, 'exposures': table, 'chance': exposure.CHANCE}
   with open(os.path.join(workdir, 'exposure.json'), 'w') as f:
     json.dump(results, f, indent=1)

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdp import models
 from jaxdp.errors import ConfigError
 from jaxdp.lm import conversations
 from jaxdp.lm import pretrained as pretrained_lib
@@ -80,12 +81,11 @@ def check_fields(config) -> None:
     raise ConfigError('data.name', f'{config.data.name!r} is not a '
                       'conversation dataset', f'use one of '
                       f'{", ".join(DATASETS)} with task=language_model')
-  releases = (config.dp.pca_components, config.dp.normalization_noise_multiplier)
-  if any(releases):
-    raise ConfigError('dp.pca_components', 'private releases of image '
-                      'statistics do not apply to language models',
-                      'set dp.pca_components=0 and '
-                      'dp.normalization_noise_multiplier=0')
+  for field in ('pca_components', 'normalization_noise_multiplier'):
+    if config.dp[field]:
+      raise ConfigError(f'dp.{field}', 'private releases of image '
+                        'statistics do not apply to language models',
+                        f'set dp.{field}=0 with task=language_model')
   if config.data.augmult:
     raise ConfigError('data.augmult', 'augmentation is for images',
                       'set data.augmult=0 with task=language_model')
@@ -95,8 +95,14 @@ def load_model(config) -> pretrained_lib.Pretrained:
   """The pretrained model `config.lm.pretrained` names."""
   if config.lm.pretrained == TINY:
     return tiny.tiny_pretrained(max_length=config.lm.max_length)
-  return pretrained_lib.load_pretrained(config.lm.pretrained,
-                                        config.lm.max_length)
+  try:
+    return pretrained_lib.load_pretrained(config.lm.pretrained,
+                                          config.lm.max_length)
+  except (ValueError, KeyError, OSError) as e:
+    raise ConfigError('lm.pretrained', f'cannot load {config.lm.pretrained!r}'
+                      f' ({type(e).__name__}: {e})', 'use a llama-architecture'
+                      ' .gguf file or Hugging Face directory (see '
+                      'jaxdp/lm/pretrained.py)') from e
 
 
 def load_conversations(config, model: pretrained_lib.Pretrained):
@@ -170,6 +176,7 @@ def build(config) -> Task:
   pretrained = load_model(config)
   dataset = load_conversations(config, pretrained)
   model = build_model(config, pretrained.config)
+  models.check_no_example_mixing(model, np.zeros((1, 8), np.int32))
   sums = _eval_sums(model.apply)
 
   def train_inputs(indices, mask, slots, execution):
@@ -195,7 +202,10 @@ def build(config) -> Task:
       with_releases=lambda dp, seed: None,  # check_fields refuses them.
       results={'model': config.lm.pretrained, 'privacy_unit': dataset.unit,
                'lora_rank': config.lm.lora_rank,
-               'train_conversations': dataset.train_conversations,
-               'conversations_left_out': dataset.left_out,
-               'train_tokens': tokens},
+               # Exact counts over the training data, for the operator: not
+               # covered by the guarantee (do not publish them with it).
+               'non_private_data_statistics': {
+                   'train_conversations': dataset.train_conversations,
+                   'conversations_left_out': dataset.left_out,
+                   'train_tokens': tokens}},
       frozen_note=f'{pretrained.source}, {config.lm.base_dtype}')

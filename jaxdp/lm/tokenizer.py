@@ -2,8 +2,9 @@
 
 A GGUF file carries its tokenizer as metadata: the vocabulary, the BPE merges,
 each token's type, and a name for the pre-tokenizer's splitting rule. For
-byte-level BPE models (`tokenizer.ggml.model = gpt2`, as SmolLM2 and Llama 3)
-this is enough to rebuild the exact Hugging Face tokenizer. A Hugging Face
+byte-level BPE models (`tokenizer.ggml.model = gpt2`) whose splitting rule
+is known here (SmolLM2's `smollm`, GPT-2's) this is enough to rebuild the
+exact Hugging Face tokenizer; other rules are refused by name. A Hugging Face
 directory ships it whole as `tokenizer.json`.
 """
 

@@ -175,7 +175,7 @@ class LlamaLM(nn.Module):
   lora_rank: int = 0
   lora_alpha: float = 1.0
   lora_targets: tuple = PROJECTIONS
-  # Computation dtype of the residual stream; None keeps the inputs' (f32).
+  # Computation dtype of the residual stream; None: float32.
   dtype: Optional[jnp.dtype] = None
 
   @nn.compact
@@ -185,9 +185,9 @@ class LlamaLM(nn.Module):
     if segments is None:
       segments = jnp.zeros_like(tokens)
     embed = nn.Embed(c.vocab_size, c.dim, name='embed')
-    x = embed(tokens)
-    if self.dtype is not None:
-      x = x.astype(self.dtype)
+    # float32 unless asked otherwise, also under bfloat16 frozen weights
+    # (a layer computes in the wider of its input's and its weights' dtypes).
+    x = embed(tokens).astype(self.dtype or jnp.float32)
     for i in range(c.num_layers):
       x = Block(c, self.lora_rank, self.lora_alpha, tuple(self.lora_targets),
                 name=f'layer_{i}')(x, segments)
