@@ -4,6 +4,7 @@ import jax
 import pytest
 
 from jaxdp import benchmark
+from jaxdp.models import lora
 
 
 def test_benchmark_reports_every_method():
@@ -18,7 +19,10 @@ def test_benchmark_reports_every_method():
   assert '| fast |' in benchmark.table(results)
 
 
-@pytest.mark.parametrize('model', sorted(set(benchmark.MODELS) - {'mlp'}))
+@pytest.mark.parametrize('model', [
+    *sorted(set(benchmark.MODELS) - {'mlp', 'smollm2_lora'}),
+    # Loads and compiles the 135M model: about a minute here.
+    pytest.param('smollm2_lora', marks=pytest.mark.slow)])
 def test_every_benchmark_problem_gives_finite_per_example_losses(model):
   # `run` times every model's step exactly as the MLP's above; compiling
   # those steps takes seconds to half a minute each, and the fast path of
@@ -27,7 +31,8 @@ def test_every_benchmark_problem_gives_finite_per_example_losses(model):
   problem = benchmark.make_problem(model, 2, wrn_width=1)
   if model == 'wrn16_4':
     assert 'WRN-16-1' in problem.description
-  losses = jax.jit(problem.batch_loss)(problem.params, problem.inputs)
+  losses = jax.jit(problem.batch_loss)(
+      lora.merge(problem.frozen, problem.params), problem.inputs)
   assert losses.shape == (2,) and bool(jax.numpy.all(jax.numpy.isfinite(losses)))
 
 

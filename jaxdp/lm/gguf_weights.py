@@ -12,6 +12,7 @@ package on load; the model then runs in floating point. Two layout facts:
 
 import numpy as np
 
+from jaxdp.lm import weight_tree
 from jaxdp.models.llama import LlamaConfig
 
 _PROJECTIONS = {'attn_q': ('attn', 'q'), 'attn_k': ('attn', 'k'),
@@ -76,12 +77,7 @@ def read_params(reader, config: LlamaConfig, dtype=np.float32) -> dict:
   """The model's parameters (no adapters) as a nested dict of NumPy arrays."""
   import gguf  # pylint: disable=g-import-not-at-top
   params: dict = {}
-
-  def put(path, value):
-    node = params
-    for name in path[:-1]:
-      node = node.setdefault(name, {})
-    node[path[-1]] = np.asarray(value, dtype)
+  put = lambda path, value: weight_tree.put(params, path, value, dtype)
 
   for tensor in reader.tensors:
     weight = gguf.quants.dequantize(tensor.data, tensor.tensor_type)

@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from jaxdp.lm import weight_tree
 from jaxdp.models.llama import LlamaConfig
 
 _PROJECTIONS = {'self_attn.q_proj': ('attn', 'q'),
@@ -58,12 +59,7 @@ def read_params(directory: str, config: LlamaConfig, dtype=np.float32) -> dict:
   if not files:
     raise ValueError(f'{directory} has no *.safetensors file')
   params: dict = {}
-
-  def put(path, value):
-    node = params
-    for name in path[:-1]:
-      node = node.setdefault(name, {})
-    node[path[-1]] = np.asarray(value, dtype)
+  put = lambda path, value: weight_tree.put(params, path, value, dtype)
 
   for file in files:
     with safe_open(file, framework='flax') as tensors:

@@ -83,6 +83,12 @@ def segment_positions(segments: jnp.ndarray) -> jnp.ndarray:
   return t - jax.lax.cummax(jnp.where(starts, t, 0), axis=1)
 
 
+def projection(module, features: int, name: str) -> nn.Module:
+  """A bias-free projection, with LoRA if `module` targets `name`."""
+  rank = module.lora_rank if name in module.lora_targets else 0
+  return dense_or_lora(features, rank, name, module.lora_alpha, use_bias=False)
+
+
 class Attention(nn.Module):
   config: LlamaConfig
   lora_rank: int = 0
@@ -90,8 +96,7 @@ class Attention(nn.Module):
   lora_targets: tuple = ()
 
   def _proj(self, features: int, name: str):
-    rank = self.lora_rank if name in self.lora_targets else 0
-    return dense_or_lora(features, rank, name, self.lora_alpha, use_bias=False)
+    return projection(self, features, name)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, segments: jnp.ndarray) -> jnp.ndarray:
@@ -129,8 +134,7 @@ class MLP(nn.Module):
   lora_targets: tuple = ()
 
   def _proj(self, features: int, name: str):
-    rank = self.lora_rank if name in self.lora_targets else 0
-    return dense_or_lora(features, rank, name, self.lora_alpha, use_bias=False)
+    return projection(self, features, name)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
