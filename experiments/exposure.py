@@ -29,7 +29,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 _CANDIDATES = flags.DEFINE_integer(
     'num_candidates', 1000, 'Random secrets each canary is ranked against.')
 _USER_LENGTH = flags.DEFINE_integer(
-    'user_max_length', 512, 'Tokens of a user\'s packed row in the third, '
+    'user_max_length', 320, 'Tokens of a user\'s packed row in the third, '
     'user-level DP run (0: no such run).')
 
 

@@ -141,15 +141,20 @@ def test_dp_lora_run_checkpoints_adapters_and_refuses_another_unit(tmp_path):
                              str(tmp_path))
 
 
-def test_user_level_run_samples_users(tmp_path):
-  results = train.train_and_evaluate(
-      _quick_config(**{'lm.privacy_unit': 'user', 'lm.max_length': 320}),
-      str(tmp_path), log=lambda _: None)
+def test_user_level_task_samples_users():
+  """The trainer's N (which the sampler and accountant use) counts users."""
+  task = train.build_task(_quick_config(**{'lm.privacy_unit': 'user',
+                                           'lm.max_length': 320}))
   train_set, _, _ = synthetic_conversations.make()
-  assert results['privacy_unit'] == 'user'
-  assert results['num_examples'] == len({c['user'] for c in train_set})
-  statistics = results['non_private_data_statistics']
+  assert task.results['privacy_unit'] == 'user'
+  assert task.num_train == len({c['user'] for c in train_set})
+  statistics = task.results['non_private_data_statistics']
   assert statistics['train_conversations'] == len(train_set)
+  # A training row is one user's conversations, as packed segments.
+  tokens, learned, segments = task.train_inputs(
+      np.arange(4), np.array([True, True, True, False]), np.arange(4), 0)
+  assert (segments[3] == 0).all() and not learned[3].any()
+  assert segments[:3].max() >= 1
 
 
 def test_greedy_generation_is_deterministic_and_stops():

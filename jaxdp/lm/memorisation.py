@@ -59,7 +59,7 @@ def canaries_of(config) -> list:
 
 
 def run(config, workdir: str, num_candidates: int = 1000,
-        user_max_length: int = 512, log=print) -> dict:
+        user_max_length: int = 320, log=print) -> dict:
   if config.task != 'language_model':
     raise ConfigError('task', 'the exposure test needs a language model',
                       'use a config with task=language_model')
