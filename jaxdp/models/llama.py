@@ -83,20 +83,21 @@ def segment_positions(segments: jnp.ndarray) -> jnp.ndarray:
   return t - jax.lax.cummax(jnp.where(starts, t, 0), axis=1)
 
 
-def projection(module, features: int, name: str) -> nn.Module:
-  """A bias-free projection, with LoRA if `module` targets `name`."""
-  rank = module.lora_rank if name in module.lora_targets else 0
-  return dense_or_lora(features, rank, name, module.lora_alpha, use_bias=False)
+class _Projecting(nn.Module):
+  """A block whose projections get LoRA adapters where `lora_targets` say."""
 
-
-class Attention(nn.Module):
   config: LlamaConfig
   lora_rank: int = 0
   lora_alpha: float = 1.0
   lora_targets: tuple = ()
 
-  def _proj(self, features: int, name: str):
-    return projection(self, features, name)
+  def _proj(self, features: int, name: str) -> nn.Module:
+    """A bias-free projection, with rank-`lora_rank` adapters if targeted."""
+    rank = self.lora_rank if name in self.lora_targets else 0
+    return dense_or_lora(features, rank, name, self.lora_alpha, use_bias=False)
+
+
+class Attention(_Projecting):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, segments: jnp.ndarray) -> jnp.ndarray:
@@ -127,14 +128,7 @@ class Attention(nn.Module):
     return self._proj(c.dim, 'o')(out.reshape(batch, length, c.num_heads * d))
 
 
-class MLP(nn.Module):
-  config: LlamaConfig
-  lora_rank: int = 0
-  lora_alpha: float = 1.0
-  lora_targets: tuple = ()
-
-  def _proj(self, features: int, name: str):
-    return projection(self, features, name)
+class MLP(_Projecting):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
