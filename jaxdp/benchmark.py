@@ -122,10 +122,7 @@ def _smollm2_lora(batch_size: int, key) -> Problem:
   from jaxdp.models import llama  # pylint: disable=g-import-not-at-top
   loaded = pretrained.load_pretrained(pretrained.SMOLLM2, SMOLLM2_TOKENS)
   model = llama.LlamaLM(loaded.config, lora_rank=8, lora_alpha=16.0)
-  shapes = jax.eval_shape(lambda k: llama.init_params(model, k), key)
-  frozen, adapters = lora.split_adapters(lora.attach_base(
-      shapes, jax.tree_util.tree_map(jnp.asarray, loaded.params),
-      lora.init_adapters(shapes, key)))
+  adapters, frozen = lm_task.with_adapters(model, loaded.params, key)
   shape = (batch_size, SMOLLM2_TOKENS)
   tokens = jax.random.randint(key, shape, 0, loaded.config.vocab_size)
   inputs = (tokens, jnp.ones(shape, bool), jnp.ones(shape, jnp.int32))

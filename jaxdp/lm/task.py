@@ -129,14 +129,20 @@ def build_model(config, model_config: llama.LlamaConfig) -> llama.LlamaLM:
                        lora_targets=tuple(lm.lora_targets))
 
 
-def initial_params(config, model: llama.LlamaLM, weights: dict, key):
-  """(trainable, frozen or None): the loaded weights plus fresh adapters."""
+def with_adapters(model: llama.LlamaLM, weights: dict, key) -> tuple:
+  """(adapters, frozen): fresh adapters of `model` over loaded `weights`."""
   base = jax.tree_util.tree_map(jnp.asarray, weights)
-  if not config.lm.lora_rank:
-    return base, None
   shapes = jax.eval_shape(lambda k: llama.init_params(model, k), key)
   frozen, adapters = lora.split_adapters(lora.attach_base(
       shapes, base, lora.init_adapters(shapes, key)))
+  return adapters, frozen
+
+
+def initial_params(config, model: llama.LlamaLM, weights: dict, key):
+  """(trainable, frozen or None): the loaded weights plus fresh adapters."""
+  if not config.lm.lora_rank:
+    return jax.tree_util.tree_map(jnp.asarray, weights), None
+  adapters, frozen = with_adapters(model, weights, key)
   dtype = _DTYPES[config.lm.base_dtype]
   return adapters, jax.tree_util.tree_map(lambda x: x.astype(dtype), frozen)
 
@@ -170,6 +176,15 @@ def evaluate_rows(sums, params, rows: conversations.TokenRows,
   return loss / max(count, 1.0), correct / max(count, 1.0)
 
 
+def _no_releases(dp, seed):
+  """Never reached: check_fields refuses releases for language models."""
+  del seed
+  raise ConfigError('dp.pca_components', 'private releases apply to images '
+                    f'only (dp.pca_components={dp.pca_components})',
+                    'set dp.pca_components=0 and '
+                    'dp.normalization_noise_multiplier=0')
+
+
 def build(config) -> Task:
   """Loads the pretrained model and the conversations of `config`."""
   check_fields(config)
@@ -199,7 +214,7 @@ def build(config) -> Task:
           sums, params, dataset.test, config.eval.batch_size, placement),
       fingerprint=dataset.fingerprint,
       digest=lambda: int(digest.hexdigest()[:32], 16),
-      with_releases=lambda dp, seed: None,  # check_fields refuses them.
+      with_releases=_no_releases,
       results={'model': config.lm.pretrained, 'privacy_unit': dataset.unit,
                'lora_rank': config.lm.lora_rank,
                # Exact counts over the training data, for the operator: not
