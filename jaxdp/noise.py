@@ -91,6 +91,14 @@ def with_noise_step(opt_state, step):
       opt_state, is_leaf=lambda s: isinstance(s, NoiseState))
 
 
+def with_noise_key(opt_state, key: jax.Array):
+  """`opt_state` with every NoiseState's key set to `key` (a new noise
+  stream for the same compiled step, e.g. another seed of an audit)."""
+  return jax.tree_util.tree_map(
+      lambda s: s._replace(key=key) if isinstance(s, NoiseState) else s,
+      opt_state, is_leaf=lambda s: isinstance(s, NoiseState))
+
+
 def noise_steps(opt_state) -> list:
   """The counters of the NoiseStates in `opt_state` (host ints)."""
   found = []

@@ -1,0 +1,1 @@
+"""Privacy audits: canaries, attacks, and empirical lower bounds on ε."""
