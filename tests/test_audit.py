@@ -145,9 +145,7 @@ def _true_labels(canary_set, dataset):
 def test_gradient_canary_is_clipped_to_exactly_c():
   # Through the real clipped sum: a present gradient canary adds C·e_i to
   # the probe and nothing elsewhere.
-  from jaxdp import data
   from jaxdp import models
-  dataset = data.digits.load_digits()
   module = canaries.Probed(models.MLP((8,), 10))
   ids = jnp.eye(3, dtype=jnp.float32)[jnp.array([1, 0])]
   params = module.init(jax.random.key(0), jnp.zeros((2, 8, 8, 1)),
@@ -162,7 +160,6 @@ def test_gradient_canary_is_clipped_to_exactly_c():
                              [0.0, mechanism.clip_norm, 0.0], rtol=1e-6)
   assert float(stats.norms[0]) == pytest.approx(
       canaries.GRADIENT_NORM_IN_CLIPS * mechanism.clip_norm, rel=1e-5)
-  del dataset
 
 
 def _fast_config():
@@ -180,7 +177,7 @@ def test_one_run_audit_flags_no_clipping_and_not_the_real_code(tmp_path):
     audit = run.run_audit(_fast_config(), run.AuditSettings(
         canaries=500, mutation=mutation), log=lambda _: None)
     lines[mutation] = report.summary(audit)
-    paths = report.write(str(tmp_path / mutation), lines[mutation], audit)
+  paths = report.write(str(tmp_path), lines[mutation], audit)
   none, broken = lines['none'], lines['no_clipping']
   assert none['epsilon_claimed'] == pytest.approx(1.0, abs=1e-3)
   # The audit could certify more than the claim, so its verdicts mean
@@ -211,8 +208,14 @@ def test_audit_settings_are_checked():
     run.check(run.AuditSettings(mode='lira', shadow_models=2), config)
   with pytest.raises(ConfigError, match='--mutation'):
     mutations.mutate(_mechanism(), 'no_noise')
+  with pytest.raises(ConfigError, match='--canaries'):
+    run.check(run.AuditSettings(canaries=5), config)
+  config.dp.pca_components = 10
+  with pytest.raises(ConfigError, match='^dp.pca_components'):
+    run.check(run.AuditSettings(), config)
+  config.dp.pca_components = 0
   config.data.augmult = 2
-  with pytest.raises(ConfigError, match='data.augmult'):
+  with pytest.raises(ConfigError, match='^data.augmult'):
     run.check(run.AuditSettings(), config)
 
 

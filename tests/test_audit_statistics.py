@@ -122,6 +122,22 @@ def test_lira_separates_what_differs_and_nothing_else(shift):
     assert lira.auc > threshold.auc + 0.1
 
 
+def test_lira_gives_no_evidence_for_one_sided_candidates():
+  # With 3 models, a candidate's 2 shadows often all trained on it (or
+  # none did): there is then no ratio to form, and the score must be 0,
+  # not one Gaussian's density.
+  rng = np.random.default_rng(5)
+  members = rng.random((3, 400)) < 0.5
+  observed = rng.normal(size=(3, 400))
+  scores = membership.lira_scores(observed, members)
+  for target in range(3):
+    shadows = np.delete(members, target, axis=0)
+    one_sided = shadows.all(0) | (~shadows).all(0)
+    assert one_sided.any()
+    np.testing.assert_array_equal(scores[target][one_sided], 0.0)
+    assert np.all(scores[target][~one_sided] != 0.0)
+
+
 def test_tpr_ceiling():
   fpr = np.linspace(0, 1, 11)
   np.testing.assert_allclose(ceiling.tpr_ceiling(fpr, 0.0, 0.0), fpr)

@@ -87,18 +87,22 @@ def lira_scores(observed: np.ndarray, members: np.ndarray) -> np.ndarray:
     shadow = np.arange(num_models) != target
     obs, mem = observed[shadow], members[shadow]
     ratio = np.zeros(observed.shape[1])
+    both_sides = np.ones(observed.shape[1], bool)
     for side, sign in ((mem, 1.0), (~mem, -1.0)):
       count = side.sum(0)
+      both_sides &= count > 0
       mean = np.where(count > 0, (obs * side).sum(0) / np.maximum(count, 1),
                       0.0)
       resid = (obs - mean) * side
       if num_models - 1 <= _MIN_MODELS_FOR_OWN_VARIANCE:
-        var = np.full_like(mean, (resid ** 2).sum() / max(side.sum() - 1, 1))
+        # One mean was fitted per candidate seen on this side.
+        dof = side.sum() - (count > 0).sum()
+        var = np.full_like(mean, (resid ** 2).sum() / max(dof, 1))
       else:
         var = (resid ** 2).sum(0) / np.maximum(count - 1, 1)
       std = np.sqrt(np.maximum(var, 1e-12))
-      logpdf = stats.norm.logpdf(observed[target], mean, std)
-      # A candidate never seen on one side gets no evidence from it.
-      ratio += sign * np.where(count > 0, logpdf, 0.0)
-    out[target] = ratio
+      ratio += sign * stats.norm.logpdf(observed[target], mean, std)
+    # A candidate the shadows saw on one side only has no ratio: score 0
+    # (no evidence), not one Gaussian's density.
+    out[target] = np.where(both_sides, ratio, 0.0)
   return out

@@ -37,7 +37,9 @@ class AuditResult:
   max_certifiable: float
   best: str  # Which score (and guesses or threshold) gave the bound.
   rocs: dict  # {curve name: membership.Roc}
-  headline: Optional[str]  # The ROC reported (AUC, TPR): the best score's.
+  # The ROC whose AUC and TPR are the headline, fixed before the outcome
+  # (scores.headline, or lira); None when there is no ROC (one class only).
+  headline: Optional[str]
   test_accuracy: Optional[float]  # Mean over runs.
 
 
@@ -86,11 +88,23 @@ def one_run(trainer, seed: int, confidence: float) -> AuditResult:
   observation = trainer.run(presence, seed)
   scored = scores_lib.all_scores(observation, trainer.canaries.labels,
                                  trainer.mechanism)
-  bound, ceiling, best, best_score = one_run_bound(
+  bound, ceiling, best, _ = one_run_bound(
       scored, presence, trainer.mechanism.delta, confidence)
-  rocs = {name: membership.roc(s, presence) for name, s in scored.items()}
+  rocs = _rocs(scored, presence)
   return AuditResult('one_run', m, m, 1, bound, confidence, ceiling, best,
-                     rocs, best_score, _mean_accuracy([observation]))
+                     rocs, _headline(rocs, trainer),
+                     _mean_accuracy([observation]))
+
+
+def _rocs(scored: dict, presence: np.ndarray) -> dict:
+  """ROC of each score; none if every canary is present, or none is."""
+  if presence.all() or not presence.any():
+    return {}
+  return {name: membership.roc(s, presence) for name, s in scored.items()}
+
+
+def _headline(rocs: dict, trainer) -> Optional[str]:
+  return scores_lib.headline(trainer.canaries.white_box) if rocs else None
 
 
 def _threshold_counts(scores, present, threshold):
@@ -139,12 +153,9 @@ def multi_run(trainer, runs: int, seed: int,
   test_present = present[half:]
   ceiling = bounds.multi_run_lower_bound(
       0, int((~test_present).sum()), 0, int(test_present.sum()), delta, level)
-  rocs = {}
-  if 0 < test_present.sum() < len(test_present):
-    rocs = {name: membership.roc(s[half:], test_present)
-            for name, s in scored.items()}
+  rocs = _rocs({name: s[half:] for name, s in scored.items()}, test_present)
   return AuditResult('multi_run', 1, runs - half, runs, best[0], confidence,
-                     ceiling, best[1], rocs, best[2] if rocs else None,
+                     ceiling, best[1], rocs, _headline(rocs, trainer),
                      _mean_accuracy(observations))
 
 
@@ -160,7 +171,7 @@ def lira(trainer, models: int, seed: int, confidence: float) -> AuditResult:
   observations = [trainer.run(canaries_lib.draw_presence(m, seed + k),
                               seed + k) for k in range(models)]
   members = np.stack([o.presence for o in observations])
-  headline = 'likelihood' if trainer.canaries.white_box else 'confidence'
+  headline = scores_lib.headline(trainer.canaries.white_box)
   observed = np.stack([scores_lib.all_scores(o, trainer.canaries.labels,
                                              trainer.mechanism)[headline]
                        for o in observations])

@@ -115,8 +115,14 @@ def mutate(mechanism: DpMechanism, mutation: str) -> MutatedMechanism:
   mutated = dataclasses.replace(
       mutated, sampler=_UnderstatedRate(mechanism.sampler,
                                         UNDERSTATED_RATE_FACTOR))
-  sigma = accounting.calibrate_noise_multiplier(
-      mechanism.accountant, mechanism.neighboring_relation,
-      lambda s: dataclasses.replace(mutated, noise_multiplier=s).dp_event(),
-      mechanism.target_epsilon, mechanism.delta)
+  try:
+    sigma = accounting.calibrate_noise_multiplier(
+        mechanism.accountant, mechanism.neighboring_relation,
+        lambda s: dataclasses.replace(mutated, noise_multiplier=s).dp_event(),
+        mechanism.target_epsilon, mechanism.delta)
+  except Exception as e:  # dp-accounting raises several types here.
+    raise ConfigError(
+        'dp.target_epsilon', f'could not calibrate σ under the understated '
+        f'q for ε={mechanism.target_epsilon} ({type(e).__name__}: {e})',
+        'raise the target ε or train for fewer steps') from e
   return dataclasses.replace(mutated, noise_multiplier=sigma)

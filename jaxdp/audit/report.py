@@ -37,6 +37,7 @@ def summary(audit) -> dict:
       'trials': result.trials,
       'runs': result.runs,
       'auc': None if roc is None else roc.auc,
+      'aucs': {name: r.auc for name, r in result.rocs.items()},
       'negatives': None if roc is None else roc.negatives,
       'attack': result.headline,
       'best': result.best,
@@ -65,7 +66,8 @@ def table(line: dict) -> str:
       ('leak detected (bound > claim)', 'yes' if line['leak_detected']
        else 'no'),
       ('best test', line['best']),
-      (f"AUC ({line['attack']})", fmt(line['auc'])),
+      ('AUC', ', '.join(f'{fmt(auc)} ({name})'
+                         for name, auc in line['aucs'].items()) or '—'),
   ]
   for fpr in REPORTED_FPRS:
     rows.append((f'TPR at FPR {fpr:.1%}: measured (point estimate over '

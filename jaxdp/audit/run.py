@@ -21,6 +21,11 @@ from jaxdp.errors import ConfigError
 from jaxdp.mechanism import build_mechanism
 
 
+# Fewer canaries per run can hardly refute anything, and may all be
+# present (or all absent), which leaves no ROC.
+MIN_CANARIES = 20
+
+
 @dataclasses.dataclass(frozen=True)
 class AuditSettings:
   mode: str = 'one_run'  # One of modes.MODES.
@@ -49,12 +54,19 @@ def check(settings: AuditSettings, config) -> None:
     raise ConfigError('task', 'audits train image classifiers',
                       'use an image-classification config, e.g. '
                       'configs/audit.py')
-  if config.data.augmult or config.dp.pca_components or (
-      config.dp.normalization_noise_multiplier):
-    raise ConfigError('data.augmult', 'audits run the plain DP-SGD step, '
-                      'without augmentation multiplicity or releases before '
-                      'training', 'set data.augmult=0, dp.pca_components=0 '
-                      'and dp.normalization_noise_multiplier=0')
+  for field, value in (('data.augmult', config.data.augmult),
+                       ('dp.pca_components', config.dp.pca_components),
+                       ('dp.normalization_noise_multiplier',
+                        config.dp.normalization_noise_multiplier)):
+    if value:
+      raise ConfigError(field, f'is {value}, but audits run the plain DP-SGD '
+                        'step, without augmentation multiplicity or releases '
+                        'before training', f'set {field}=0')
+  if settings.mode != 'multi_run' and settings.canaries < MIN_CANARIES:
+    raise ConfigError('--canaries', f'{settings.canaries} canaries are too '
+                      f'few for a {settings.mode} audit',
+                      f'use at least {MIN_CANARIES} (hundreds for a bound '
+                      'worth having)')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,10 +94,15 @@ def run_audit(config, settings: AuditSettings, log=print) -> Audit:
       config.train.num_steps, config.train.num_epochs, config.seed)
   mechanism = mutations.mutate(mechanism, settings.mutation)
   claimed = mechanism.epsilon()
+  accounted_q = getattr(mechanism.step_event(), 'sampling_probability',
+                        mechanism.sampling_probability)
+  told = ('' if math.isclose(accounted_q, mechanism.sampling_probability)
+          else f', accounted as q = {accounted_q:.4g}')
   log(f'audit: {settings.mode}, {settings.canary_type} canaries, mutation '
       f'{settings.mutation}; claimed ε = {claimed:.4g} at δ = '
       f'{mechanism.delta:g} (σ = {mechanism.noise_multiplier:.4g}, q = '
-      f'{mechanism.sampling_probability:.4g}, {mechanism.num_steps} steps)')
+      f'{mechanism.sampling_probability:.4g}{told}, {mechanism.num_steps} '
+      'steps)')
   trainer = training.AuditTrainer(config, dataset, canaries, mechanism)
   if settings.mode == 'one_run':
     result = modes.one_run(trainer, config.seed, settings.confidence)

@@ -46,12 +46,25 @@ def confidence(canary_log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
   return membership.logit_confidence(canary_log_probs, labels)
 
 
+def headline(white_box: bool) -> str:
+  """The score whose ROC is reported, fixed before any outcome is seen."""
+  return 'likelihood' if white_box else 'confidence'
+
+
 def all_scores(observation, labels: np.ndarray, mechanism) -> dict:
-  """{score name: [m] scores} for the kind of canary `observation` holds."""
+  """{score name: [m] scores} for the kind of canary `observation` holds.
+
+  The headline score comes first. A non-finite score (NaN from a diverged
+  model) counts as least likely present, everywhere alike.
+  """
   if observation.probe_gradients is not None:
-    # The auditor assumes the mechanism as stated (its own q and σ).
-    return {'likelihood': likelihood(observation.probe_gradients,
-                                     mechanism.sampling_probability,
-                                     mechanism.noise_multiplier),
-            'spread': spread(observation.probe_gradients)}
-  return {'confidence': confidence(observation.canary_log_probs, labels)}
+    # The sampler's q and the mechanism's σ: what the code says it runs
+    # (the sampling rate is the sampler's even if the accountant is told
+    # another).
+    scored = {'likelihood': likelihood(observation.probe_gradients,
+                                       mechanism.sampling_probability,
+                                       mechanism.noise_multiplier),
+              'spread': spread(observation.probe_gradients)}
+  else:
+    scored = {'confidence': confidence(observation.canary_log_probs, labels)}
+  return {name: np.nan_to_num(s, nan=-np.inf) for name, s in scored.items()}
