@@ -138,6 +138,32 @@ def whole_run(num_steps):
           'train_step_compiles': counter.count}
 
 
+def audit_observations():
+  """A white-box audit's view on 1 and on 8 devices (must agree)."""
+  from configs import audit as audit_config
+  from jaxdp import data
+  from jaxdp.audit import canaries
+  from jaxdp.audit import training
+  config = audit_config.get_config()
+  config.model.hidden_sizes = (8,)
+  config.dp.target_epsilon = None
+  config.dp.noise_multiplier = 1.0
+  dataset = data.digits.load_digits()
+  canary_set = canaries.make('gradient', 40, dataset, seed=0)
+  presence = canaries.draw_presence(40, seed=0)
+  seen = {}
+  for devices in (1, 8):
+    mechanism = build_mechanism(config.dp, config.perf,
+                                dataset.num_train + 40, 10, None, 0,
+                                num_devices=devices)
+    trainer = training.AuditTrainer(
+        config, dataset, canary_set, mechanism,
+        sharding.Placement(sharding.make_mesh(devices)))
+    seen[devices] = trainer.run(presence, seed=3).probe_gradients
+  return {'scale': float(np.max(np.abs(seen[1]))),
+          'max_abs_diff': float(np.max(np.abs(seen[8] - seen[1])))}
+
+
 def main():
   assert jax.device_count() == 8, 'run with 8 simulated devices'
   reference = step_results(1, 'replicated', None, 'fast')
@@ -157,6 +183,7 @@ def main():
       'variants': variants,
       'noise': noise_of_zero_gradients(),
       'run': whole_run(5),
+      'audit': audit_observations(),
       'scaling': scaling.run('mlp', (8,), batch_size=16, timed_steps=2,
                              log=lambda line: None),
   }))

@@ -53,6 +53,15 @@ def one_device_run():
                               log=lambda line: None)
 
 
+def test_an_audit_sees_the_same_releases_on_eight_devices(eight_devices):
+  # The privatised gradients on the canary probe, in units of one clipped
+  # canary (noise std σ = 1 per step): the data-parallel step releases what
+  # the one-device step does, so the audit covers it too.
+  audit = eight_devices['audit']
+  assert audit['scale'] > 1.0
+  assert audit['max_abs_diff'] < 1e-4
+
+
 def test_devices_and_microbatches_give_one_devices_parameters(eight_devices):
   # The noise (std σC/B = 0.03 per step) is drawn from the same key
   # whatever the layout, so adding it twice, per device, or at another scale

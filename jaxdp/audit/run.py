@@ -13,6 +13,7 @@ import time
 from typing import Optional
 
 from jaxdp import data
+from jaxdp import sharding
 from jaxdp.audit import canaries as canaries_lib
 from jaxdp.audit import modes
 from jaxdp.audit import mutations
@@ -89,9 +90,12 @@ def run_audit(config, settings: AuditSettings, log=print) -> Audit:
   per_run = 1 if settings.mode == 'multi_run' else settings.canaries
   canaries = canaries_lib.make(settings.canary_type, per_run, dataset,
                                config.seed)
+  placement = sharding.Placement(sharding.make_mesh(config.perf.num_devices),
+                                 config.perf.param_sharding)
   mechanism = build_mechanism(
       config.dp, config.perf, dataset.num_train + canaries.count,
-      config.train.num_steps, config.train.num_epochs, config.seed)
+      config.train.num_steps, config.train.num_epochs, config.seed,
+      num_devices=placement.num_devices)
   mechanism = mutations.mutate(mechanism, settings.mutation)
   claimed = mechanism.epsilon()
   accounted_q = getattr(mechanism.step_event(), 'sampling_probability',
@@ -103,7 +107,8 @@ def run_audit(config, settings: AuditSettings, log=print) -> Audit:
       f'{mechanism.delta:g} (σ = {mechanism.noise_multiplier:.4g}, q = '
       f'{mechanism.sampling_probability:.4g}{told}, {mechanism.num_steps} '
       'steps)')
-  trainer = training.AuditTrainer(config, dataset, canaries, mechanism)
+  trainer = training.AuditTrainer(config, dataset, canaries, mechanism,
+                                  placement)
   if settings.mode == 'one_run':
     result = modes.one_run(trainer, config.seed, settings.confidence)
   elif settings.mode == 'multi_run':

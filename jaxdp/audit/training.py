@@ -30,6 +30,7 @@ from jaxdp import models
 from jaxdp import noise
 from jaxdp import optimizers
 from jaxdp import sampling
+from jaxdp import sharding
 from jaxdp import steps
 from jaxdp.audit import canaries as canaries_lib
 from jaxdp.data.dataset import Dataset
@@ -65,11 +66,18 @@ class Observation:
 
 
 class AuditTrainer:
-  """Compiles the training step once; `run(presence, seed)` trains afresh."""
+  """Compiles the training step once; `run(presence, seed)` trains afresh.
+
+  With a `placement` over several devices the step is the data-parallel one
+  of `jaxdp.sharding` (clipped sums added across devices, noise once), so an
+  audit covers it too; `mechanism` must then be built for that many devices.
+  """
 
   def __init__(self, config, dataset: Dataset,
-               canaries: canaries_lib.Canaries, mechanism: DpMechanism):
+               canaries: canaries_lib.Canaries, mechanism: DpMechanism,
+               placement: Optional[sharding.Placement] = None):
     self.config = config
+    self.placement = placement or sharding.Placement(sharding.make_mesh(1))
     self.canaries = canaries
     self.mechanism = mechanism
     self.num_real = dataset.num_train
@@ -93,17 +101,26 @@ class AuditTrainer:
     self.tx = optax.chain(
         mechanism.noise_transform(0), _observe_probe(),
         optimizers.build_optimizer(config.optimizer, mechanism.num_steps))
-    self.step = steps.make_train_step(loss, mechanism, self.tx)
+    self.step = steps.make_train_step(
+        loss, mechanism, self.tx, self.placement,
+        self._initial_state(noise_key(0)))
     self.predict = jax.jit(
         lambda p, x: jax.nn.log_softmax(module.apply(
             {'params': p}, x, jnp.zeros((x.shape[0], m), jnp.float32))[0]))
+
+  def _initial_state(self, key: jax.Array) -> TrainState:
+    params = jax.tree_util.tree_map(jnp.copy, self.initial_params)
+    return self.placement.put_state(TrainState(
+        step=jnp.zeros([], jnp.int32), params=params,
+        opt_state=noise.with_noise_key(self.tx.init(params), key)))
 
   def _sampler(self, seed: int):
     """The run's sampler: the mechanism's, drawing from its own seed."""
     s = self.mechanism.sampler
     return sampling.make_sampler(
         s.name, s.num_examples, s.expected_batch_size, seed,
-        multiple_of=self.mechanism.microbatch_size or 1,
+        multiple_of=((self.mechanism.microbatch_size or 1)
+                     * self.placement.num_devices),
         overflow_probability=self.config.perf.batch_overflow_probability)
 
   def _inputs(self, indices: np.ndarray, keep: np.ndarray):
@@ -124,16 +141,16 @@ class AuditTrainer:
     """Trains once with the canaries where `presence` is True."""
     present = np.r_[np.ones(self.num_real, bool), presence]
     sampler = self._sampler(seed)
-    params = jax.tree_util.tree_map(jnp.copy, self.initial_params)
-    state = TrainState(step=jnp.zeros([], jnp.int32), params=params,
-                       opt_state=noise.with_noise_key(self.tx.init(params),
-                                                      noise_key(seed)))
+    state = self._initial_state(noise_key(seed))
     seen = []
     for t in range(self.mechanism.num_steps):
       batch = sampler.sample(t)
       keep = batch.mask & present[batch.indices]
-      state, _ = self.step(state, {'inputs': self._inputs(batch.indices, keep),
-                                   'mask': keep})
+
+      def gather(positions, indices=batch.indices, keep=keep):
+        return {'inputs': self._inputs(indices[positions], keep[positions]),
+                'mask': keep[positions]}
+      state, _ = self.step(state, self.placement.put_batch(gather, len(keep)))
       if self.canaries.white_box:
         seen.append(np.asarray(state.opt_state[1].probe))
     params = state.params
