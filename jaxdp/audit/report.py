@@ -97,8 +97,8 @@ def plot_roc(path: str, result, mechanism, title: str) -> None:
     axes.step(np.maximum(roc.fpr, 1e-4), roc.tpr, where='post',
               label=f'{name} (AUC {roc.auc:.3f}, {roc.negatives} negatives)')
   axes.set(xscale='log', yscale='log', xlim=(1e-4, 1), ylim=(1e-4, 1.05),
-           xlabel='false positive rate', ylabel='true positive rate',
-           title=title)
+           xlabel='false positive rate', ylabel='true positive rate')
+  axes.set_title(title, fontsize=10)
   axes.legend(loc='lower right', fontsize=8)
   figure.tight_layout()
   figure.savefig(path, dpi=120)
