@@ -9,6 +9,7 @@ The pieces, each in its own module:
   train       train_and_evaluate(config, workdir): resume, budget, rollbacks
   checkpointing, budget, divergence, ledger, event_history, run_identity
               what lets a run survive (see the README's "Runs that survive")
+  audit       canaries, attacks and empirical lower bounds on ε
 """
 
 __version__ = '0.1.0'
