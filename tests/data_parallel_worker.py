@@ -139,7 +139,7 @@ def whole_run(num_steps):
 
 
 def audit_observations():
-  """A white-box audit's view on 1 and on 8 devices (must agree)."""
+  """A white-box audit's view on 1 device and on 8 with FSDP (must agree)."""
   from configs import audit as audit_config
   from jaxdp import data
   from jaxdp.audit import canaries
@@ -158,7 +158,8 @@ def audit_observations():
                                 num_devices=devices)
     trainer = training.AuditTrainer(
         config, dataset, canary_set, mechanism,
-        sharding.Placement(sharding.make_mesh(devices)))
+        sharding.Placement(sharding.make_mesh(devices),
+                           'fsdp' if devices > 1 else 'replicated'))
     seen[devices] = trainer.run(presence, seed=3).probe_gradients
   return {'scale': float(np.max(np.abs(seen[1]))),
           'max_abs_diff': float(np.max(np.abs(seen[8] - seen[1])))}

@@ -138,6 +138,29 @@ def test_lira_gives_no_evidence_for_one_sided_candidates():
     assert np.all(scores[target][~one_sided] != 0.0)
 
 
+def test_lira_treats_a_diverged_shadow_as_missing():
+  rng = np.random.default_rng(6)
+  members = rng.random((20, 100)) < 0.5
+  observed = rng.normal(size=(20, 100)) + 2.0 * members
+  observed[4, 7] = -np.inf  # Model 4 diverged on candidate 7.
+  observed[5, 8] = np.nan
+  scores = membership.lira_scores(observed, members)
+  assert np.all(np.isfinite(scores))
+  assert scores[4, 7] == 0.0 and scores[5, 8] == 0.0
+  # 19 shadows: own variances, which need two scores on each side.
+  members[:, 0] = False
+  members[0, 0] = True  # Candidate 0: one member model only.
+  scores = membership.lira_scores(observed, members)
+  assert np.all(scores[1:, 0] == 0.0)
+
+
+def test_roc_merges_ties_at_minus_infinity():
+  roc = membership.roc(np.array([1.0, -np.inf, -np.inf]),
+                       np.array([True, True, False]))
+  np.testing.assert_allclose(roc.fpr, [0.0, 0.0, 1.0])
+  np.testing.assert_allclose(roc.tpr, [0.0, 0.5, 1.0])
+
+
 def test_tpr_ceiling():
   fpr = np.linspace(0, 1, 11)
   np.testing.assert_allclose(ceiling.tpr_ceiling(fpr, 0.0, 0.0), fpr)

@@ -55,8 +55,9 @@ def one_device_run():
 
 def test_an_audit_sees_the_same_releases_on_eight_devices(eight_devices):
   # The privatised gradients on the canary probe, in units of one clipped
-  # canary (noise std σ = 1 per step): the data-parallel step releases what
-  # the one-device step does, so the audit covers it too.
+  # canary (noise std σ = 1 per step): the data-parallel step (FSDP, so the
+  # probe's recorded gradient is split over devices too) releases what the
+  # one-device step does, so the audit covers it too.
   audit = eight_devices['audit']
   assert audit['scale'] > 1.0
   assert audit['max_abs_diff'] < 1e-4

@@ -16,8 +16,8 @@ import dataclasses
 import numpy as np
 from scipy import stats
 
-# Fits on this few models or fewer use the global variance of their side
-# (LiRA's "fixed variance" variant), which is steadier with few shadows.
+# Fits on this few shadow models or fewer use the pooled variance of their
+# side (LiRA's "fixed variance" variant), which is steadier with few shadows.
 _MIN_MODELS_FOR_OWN_VARIANCE = 16
 
 
@@ -48,7 +48,7 @@ def roc(scores: np.ndarray, members: np.ndarray) -> Roc:
   order = np.argsort(-scores, kind='stable')
   scores, members = scores[order], members[order]
   # Cut after the last of each run of equal scores.
-  cut = np.r_[np.flatnonzero(np.diff(scores) != 0), len(scores) - 1]
+  cut = np.r_[np.flatnonzero(scores[1:] != scores[:-1]), len(scores) - 1]
   tp = np.cumsum(members)[cut]
   fp = np.cumsum(~members)[cut]
   return Roc(fpr=np.r_[0.0, fp / negatives], tpr=np.r_[0.0, tp / positives],
@@ -83,26 +83,35 @@ def lira_scores(observed: np.ndarray, members: np.ndarray) -> np.ndarray:
   if num_models < 3:
     raise ValueError(f'LiRA needs at least 3 models, got {num_models}')
   out = np.empty_like(observed)
+  own_variance = num_models - 1 > _MIN_MODELS_FOR_OWN_VARIANCE
   for target in range(num_models):
     shadow = np.arange(num_models) != target
     obs, mem = observed[shadow], members[shadow]
+    # A non-finite score (a diverged shadow) is missing, not a number.
+    seen = np.isfinite(obs)
+    obs = np.where(seen, obs, 0.0)
+    target_score = np.where(np.isfinite(observed[target]), observed[target],
+                            0.0)
     ratio = np.zeros(observed.shape[1])
     both_sides = np.ones(observed.shape[1], bool)
-    for side, sign in ((mem, 1.0), (~mem, -1.0)):
+    for side, sign in ((mem & seen, 1.0), (~mem & seen, -1.0)):
       count = side.sum(0)
-      both_sides &= count > 0
+      # An own variance needs two scores on the side; a pooled one, one.
+      both_sides &= count >= (2 if own_variance else 1)
       mean = np.where(count > 0, (obs * side).sum(0) / np.maximum(count, 1),
                       0.0)
       resid = (obs - mean) * side
-      if num_models - 1 <= _MIN_MODELS_FOR_OWN_VARIANCE:
+      if not own_variance:
         # One mean was fitted per candidate seen on this side.
         dof = side.sum() - (count > 0).sum()
         var = np.full_like(mean, (resid ** 2).sum() / max(dof, 1))
       else:
         var = (resid ** 2).sum(0) / np.maximum(count - 1, 1)
       std = np.sqrt(np.maximum(var, 1e-12))
-      ratio += sign * stats.norm.logpdf(observed[target], mean, std)
+      ratio += sign * stats.norm.logpdf(target_score, mean, std)
     # A candidate the shadows saw on one side only has no ratio: score 0
-    # (no evidence), not one Gaussian's density.
+    # (no evidence), not one Gaussian's density. So has a non-finite target
+    # score.
+    ratio = np.where(np.isfinite(observed[target]), ratio, 0.0)
     out[target] = np.where(both_sides, ratio, 0.0)
   return out

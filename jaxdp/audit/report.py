@@ -70,8 +70,9 @@ def table(line: dict) -> str:
                          for name, auc in line['aucs'].items()) or '—'),
   ]
   for fpr in REPORTED_FPRS:
-    rows.append((f'TPR at FPR {fpr:.1%}: measured (point estimate over '
-                 f"{line['negatives']} negatives) / allowed by the claim",
+    rows.append((f'TPR at FPR {fpr:.1%} ({line["attack"] or "—"}): measured '
+                 f"(point estimate over {fmt(line['negatives'])} negatives) / "
+                 'allowed by the claim',
                  f"{fmt(line[f'tpr_at_fpr_{fpr:g}'])} / "
                  f"{fmt(line[f'tpr_ceiling_at_fpr_{fpr:g}'])}"))
   rows += [('canary trials / training runs',

@@ -34,6 +34,7 @@ from jaxdp import sharding
 from jaxdp import steps
 from jaxdp.audit import canaries as canaries_lib
 from jaxdp.data.dataset import Dataset
+from jaxdp.errors import ConfigError
 from jaxdp.mechanism import DpMechanism
 from jaxdp.mechanism import noise_key
 from jaxdp.train import INIT_STREAM
@@ -70,13 +71,18 @@ class AuditTrainer:
 
   With a `placement` over several devices the step is the data-parallel one
   of `jaxdp.sharding` (clipped sums added across devices, noise once), so an
-  audit covers it too; `mechanism` must then be built for that many devices.
+  audit covers it too. Audits run in one process (the observations are read
+  back on the host).
   """
 
   def __init__(self, config, dataset: Dataset,
                canaries: canaries_lib.Canaries, mechanism: DpMechanism,
                placement: Optional[sharding.Placement] = None):
     self.config = config
+    if jax.process_count() > 1:
+      raise ConfigError('perf.num_devices', 'audits run in one process, not '
+                        f'{jax.process_count()}', 'run experiments.audit on '
+                        'one host (its devices can still be used)')
     self.placement = placement or sharding.Placement(sharding.make_mesh(1))
     self.canaries = canaries
     self.mechanism = mechanism
