@@ -85,17 +85,19 @@ def with_noise_step(opt_state, step):
   their noise again for different parameters would release the difference of
   two gradients without noise.
   """
-  return jax.tree_util.tree_map(
-      lambda s: s._replace(step=jnp.asarray(step, jnp.int32))
-      if isinstance(s, NoiseState) else s,
-      opt_state, is_leaf=lambda s: isinstance(s, NoiseState))
+  return _replace_in_noise_states(opt_state,
+                                  step=jnp.asarray(step, jnp.int32))
 
 
 def with_noise_key(opt_state, key: jax.Array):
   """`opt_state` with every NoiseState's key set to `key` (a new noise
   stream for the same compiled step, e.g. another seed of an audit)."""
+  return _replace_in_noise_states(opt_state, key=key)
+
+
+def _replace_in_noise_states(opt_state, **fields):
   return jax.tree_util.tree_map(
-      lambda s: s._replace(key=key) if isinstance(s, NoiseState) else s,
+      lambda s: s._replace(**fields) if isinstance(s, NoiseState) else s,
       opt_state, is_leaf=lambda s: isinstance(s, NoiseState))
 
 

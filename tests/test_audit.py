@@ -2,8 +2,6 @@
 
 import dataclasses
 import json
-import math
-import os
 import pathlib
 
 import jax
@@ -13,7 +11,6 @@ import pytest
 
 from configs import audit as audit_config
 from configs import base
-from jaxdp import accounting
 from jaxdp.audit import canaries
 from jaxdp.audit import mutations
 from jaxdp.audit import report

@@ -187,8 +187,8 @@ def test_profile_ceiling_is_below_the_single_point_ceiling(small_config):
 def test_one_run_guesses_use_bonferroni():
   presence = np.arange(1000) % 2 == 0
   perfect = {'a': presence.astype(float)}
-  bound, most, best, name = modes.one_run_bound(perfect, presence, 0.0, 0.95)
-  assert name == 'a' and bound == pytest.approx(most)
+  bound, most, best = modes.one_run_bound(perfect, presence, 0.0, 0.95)
+  assert best.startswith('a: 400 of 400') and bound == pytest.approx(most)
   # 8 guess counts are tried, so each is tested at 1 − 0.05 / 8.
   tries = len(modes.guess_grid(1000))
   assert bound == pytest.approx(bounds.one_run_lower_bound(

@@ -55,12 +55,11 @@ def guess_grid(num_canaries: int) -> list:
 
 def one_run_bound(scores: dict, presence: np.ndarray, delta: float,
                   confidence: float) -> tuple:
-  """(bound, max certifiable, description, score name) over `scores` ×
-  `guess_grid` (the name of the first score if nothing is refuted)."""
+  """(bound, max certifiable, description) over `scores` × `guess_grid`."""
   m = len(presence)
   tries = [(name, g) for name in scores for g in guess_grid(m)]
   level = 1.0 - (1.0 - confidence) / len(tries)
-  best = (0.0, 'no guess refutes ε = 0', next(iter(scores)))
+  best = (0.0, 'no guess refutes ε = 0')
   ceiling = 0.0
   for name, (top, bottom) in tries:
     order = np.argsort(scores[name], kind='stable')
@@ -71,8 +70,8 @@ def one_run_bound(scores: dict, presence: np.ndarray, delta: float,
                                                   level))
     if bound > best[0]:
       best = (bound, f'{name}: {correct} of {top + bottom} guesses right '
-                     f'({top} present, {bottom} absent)', name)
-  return best[0], ceiling, best[1], best[2]
+                     f'({top} present, {bottom} absent)')
+  return best[0], ceiling, best[1]
 
 
 def _mean_accuracy(observations) -> Optional[float]:
@@ -88,8 +87,8 @@ def one_run(trainer, seed: int, confidence: float) -> AuditResult:
   observation = trainer.run(presence, seed)
   scored = scores_lib.all_scores(observation, trainer.canaries.labels,
                                  trainer.mechanism)
-  bound, ceiling, best, _ = one_run_bound(
-      scored, presence, trainer.mechanism.delta, confidence)
+  bound, ceiling, best = one_run_bound(scored, presence,
+                                      trainer.mechanism.delta, confidence)
   rocs = _rocs(scored, presence)
   return AuditResult('one_run', m, m, 1, bound, confidence, ceiling, best,
                      rocs, _headline(rocs, trainer),
@@ -139,7 +138,7 @@ def multi_run(trainer, runs: int, seed: int,
   half = runs // 2
   delta = trainer.mechanism.delta
   level = 1.0 - (1.0 - confidence) / len(scored)
-  best = (0.0, 'no threshold refutes ε = 0', next(iter(scored)))
+  best = (0.0, 'no threshold refutes ε = 0')
   for name, s in scored.items():
     pick = lambda t: bounds.multi_run_lower_bound(
         *_threshold_counts(s[:half], present[:half], t), delta, level)
@@ -149,7 +148,7 @@ def multi_run(trainer, runs: int, seed: int,
     if bound > best[0]:
       best = (bound, f'{name} ≥ {threshold:.4g}: {counts[0]} false positives '
                      f'of {counts[1]}, {counts[2]} false negatives of '
-                     f'{counts[3]} test runs', name)
+                     f'{counts[3]} test runs')
   test_present = present[half:]
   ceiling = bounds.multi_run_lower_bound(
       0, int((~test_present).sum()), 0, int(test_present.sum()), delta, level)
@@ -176,8 +175,8 @@ def lira(trainer, models: int, seed: int, confidence: float) -> AuditResult:
                                              trainer.mechanism)[headline]
                        for o in observations])
   attack = membership.lira_scores(observed, members)
-  bound, ceiling, best, _ = one_run_bound(
-      {'lira': attack[0]}, members[0], trainer.mechanism.delta, confidence)
+  bound, ceiling, best = one_run_bound({'lira': attack[0]}, members[0],
+                                      trainer.mechanism.delta, confidence)
   rocs = {'lira': membership.roc(attack, members),
           f'global threshold on {headline}': membership.roc(observed,
                                                             members)}

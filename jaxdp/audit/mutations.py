@@ -24,7 +24,6 @@ import dataclasses
 import math
 
 import dp_accounting
-import jax
 import optax
 
 from jaxdp import accounting
@@ -57,14 +56,12 @@ class _UnderstatedRate:
 
 def _same_noise_every_step(
     transform: optax.GradientTransformation) -> optax.GradientTransformation:
-  """`transform` with its noise counter pinned at 0 for every draw."""
-  def update_fn(updates, state, params=None):
-    pinned = noise.with_noise_step(state, 0)
-    updates, _ = transform.update(updates, pinned, params)
-    return updates, jax.tree_util.tree_map(
-        lambda s: s._replace(step=s.step + 1)
-        if isinstance(s, noise.NoiseState) else s,
-        state, is_leaf=lambda s: isinstance(s, noise.NoiseState))
+  """`transform` with its noise counter pinned at 0 for every draw (its
+  state is one NoiseState, whose own counter still counts the steps)."""
+  def update_fn(updates, state: noise.NoiseState, params=None):
+    updates, _ = transform.update(updates, state._replace(step=0 * state.step),
+                                  params)
+    return updates, state._replace(step=state.step + 1)
   return optax.GradientTransformation(transform.init, update_fn)
 
 
@@ -76,11 +73,9 @@ class MutatedMechanism(DpMechanism):
 
   def clipped_grad_sum(self, batch_loss):
     if self.mutation == 'no_clipping':
-      unclipped = DpMechanism(**{
-          f.name: getattr(self, f.name) for f in dataclasses.fields(DpMechanism)
-      })
-      return dataclasses.replace(unclipped,
-                                 clip_norm=math.inf).clipped_grad_sum(batch_loss)
+      # The sum with C = ∞; noise and ε keep this mechanism's finite C.
+      return dataclasses.replace(self, clip_norm=math.inf,
+                                 mutation='none').clipped_grad_sum(batch_loss)
     return super().clipped_grad_sum(batch_loss)
 
   def noise_transform(self, seed: int):

@@ -1,7 +1,6 @@
 """An audit's outputs: the printed table, the JSON line, the ROC plot."""
 
 import json
-import math
 import os
 
 import numpy as np
@@ -9,10 +8,6 @@ import numpy as np
 from jaxdp.audit import ceiling as ceiling_lib
 
 REPORTED_FPRS = (0.001, 0.01)
-
-
-def _number(x):
-  return None if x is None or not math.isfinite(x) else float(x)
 
 
 def summary(audit) -> dict:
@@ -42,6 +37,7 @@ def summary(audit) -> dict:
       'attack': result.headline,
       'best': result.best,
       'test_accuracy': result.test_accuracy,
+      'data': audit.data,
       'wall_seconds': audit.wall_seconds,
   }
   for fpr, top in zip(REPORTED_FPRS, ceilings):
