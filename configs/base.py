@@ -123,6 +123,20 @@ def get_config() -> ml_collections.ConfigDict:
   config.dp.normalization_clip = 1.0
   # pld (tightest) | rdp | rdp_classic (Abadi et al. 2016's conversion).
   config.dp.accountant = 'pld'
+  # σ over the run: constant | linear | exponential | cosine | step, from σ
+  # to σ · final_ratio in `segments` constant pieces (jaxdp/noise_schedules.py).
+  # The one scale σ is calibrated so the whole schedule meets target_epsilon.
+  config.dp.noise_schedule = 'constant'
+  config.dp.noise_schedule_final_ratio = 1.0
+  config.dp.noise_schedule_segments = 10
+  # Adaptive clipping (Andrew et al. 2021): C starts at clip_norm and tracks
+  # this quantile of the gradient norms (0 = off; 0.5 = the median) ...
+  config.dp.adaptive_clip_quantile = 0.0
+  # ... with geometric steps of this rate ...
+  config.dp.adaptive_clip_learning_rate = 0.2
+  # ... from the unclipped count released with noise of this std (unset:
+  # B/20). Its privacy cost is taken out of σ, so ε is unchanged.
+  config.dp.adaptive_clip_count_noise = config_dict.placeholder(float)
   # False: the sampler and the noise are seeded from `seed`, so a run can be
   # reproduced, and the seed must then be kept as secret as the data. True:
   # they are seeded from the operating system's entropy (the secret seed is

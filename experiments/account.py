@@ -19,6 +19,8 @@ import ml_collections
 
 from configs import base
 from jaxdp import accounting
+from jaxdp import adaptive_clipping
+from jaxdp import noise_schedules
 from jaxdp import private_releases
 from jaxdp import sampling
 from jaxdp.errors import ConfigError
@@ -49,7 +51,8 @@ def _dp_config() -> ml_collections.ConfigDict:
       'noise_multiplier': _SIGMA.value, 'target_epsilon': _TARGET.value,
       'delta': _DELTA.value, 'accountant': _ACCOUNTANT.value,
       'allow_large_delta': _ALLOW_LARGE_DELTA.value,
-      **private_releases.NO_RELEASES})
+      **private_releases.NO_RELEASES, **noise_schedules.CONSTANT,
+      **adaptive_clipping.OFF})
 
 
 def main(argv):

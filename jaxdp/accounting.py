@@ -134,38 +134,79 @@ def epsilon_after(
   vector is computed once and scaled by k (microseconds per k instead of up
   to a second); PLD is computed once per k and remembered.
   """
-  def whole(k: int) -> dp_accounting.DpEvent:
-    if k == 0:  # PLD cannot self-compose zero times.
-      return setup_event
-    steps = dp_accounting.SelfComposedDpEvent(step_event, k)
-    return steps if setup_event is None else dp_accounting.ComposedDpEvent(
-        [setup_event, steps])
+  return epsilon_after_pieces(name, neighboring_relation, [(1, step_event)],
+                              delta, setup_event)
 
+
+def first_steps(pieces, k: int) -> list:
+  """[(count, event)] of the first k steps of a schedule of `pieces`.
+
+  `pieces` is [(count, one step's event)] in order; the last piece's event
+  continues past its count (steps beyond the planned ones).
+  """
+  out, left = [], int(k)
+  for i, (count, event) in enumerate(pieces):
+    take = left if i == len(pieces) - 1 else min(count, left)
+    if take > 0:
+      out.append((take, event))
+    left -= take
+  return out
+
+
+def schedule_event(pieces, k: int,
+                   setup_event: Optional[dp_accounting.DpEvent] = None
+                   ) -> Optional[dp_accounting.DpEvent]:
+  """The DpEvent of the setup release and the first k steps of `pieces`."""
+  events = [] if setup_event is None else [setup_event]
+  events += [dp_accounting.SelfComposedDpEvent(event, count)
+             for count, event in first_steps(pieces, k)]
+  if not events:
+    return None
+  return events[0] if len(events) == 1 else dp_accounting.ComposedDpEvent(
+      events)
+
+
+def epsilon_after_pieces(
+    name: str, neighboring_relation: NeighboringRelation, pieces,
+    delta: float, setup_event: Optional[dp_accounting.DpEvent] = None
+) -> Callable[[int], float]:
+  """k -> ε of the setup release, then the first k steps of `pieces`.
+
+  `pieces` is [(count, one step's DpEvent)] (see `first_steps`): a noise
+  schedule's piecewise-constant steps, or one piece for a constant σ. For
+  the RDP accountants each piece's one-step RDP vector is computed once and
+  weighted by its count; PLD composes the pieces once per k and remembers.
+  """
   if name == 'pld':
     @functools.lru_cache(maxsize=None)
     def pld_epsilon(k: int) -> float:
-      if k == 0 and setup_event is None:
-        return 0.0
-      return epsilon(name, neighboring_relation, whole(k), delta)
+      event = schedule_event(pieces, k, setup_event)
+      return 0.0 if event is None else epsilon(name, neighboring_relation,
+                                               event, delta)
     return lambda k: pld_epsilon(int(k))
-  one_step = make_accountant(name, neighboring_relation)
-  with quiet_rdp_probes():
-    one_step.compose(step_event)
-  orders, per_step = one_step.orders, one_step.rdp
-  setup = 0.0
-  if setup_event is not None:
-    setup_only = make_accountant(name, neighboring_relation)
+
+  def rdp_vector(event):
+    accountant = make_accountant(name, neighboring_relation)
     with quiet_rdp_probes():
-      setup_only.compose(setup_event)
-    setup = setup_only.rdp
+      accountant.compose(event)
+    return accountant.orders, accountant.rdp
+
+  per_step = [rdp_vector(event)[1] for _, event in pieces]
+  orders = rdp_vector(pieces[0][1])[0]
+  setup = 0.0 if setup_event is None else rdp_vector(setup_event)[1]
   convert = (_classic_epsilon if name == 'rdp_classic'
              else rdp.rdp_privacy_accountant.compute_epsilon)
+  # first_steps over piece indices: which pieces, and how many steps each.
+  indexed = [(count, i) for i, (count, _) in enumerate(pieces)]
 
   def rdp_epsilon(k: int) -> float:
     if k == 0:  # 0 × an infinite order's RDP would be NaN, not 0.
       return 0.0 if setup_event is None else float(
           convert(orders, setup, delta)[0])
-    return float(convert(orders, int(k) * per_step + setup, delta)[0])
+    total = setup
+    for count, index in first_steps(indexed, k):
+      total = count * per_step[index] + total
+    return float(convert(orders, total, delta)[0])
   return rdp_epsilon
 
 

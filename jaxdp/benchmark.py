@@ -33,8 +33,10 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from jaxdp import adaptive_clipping
 from jaxdp import benchmark_compare
 from jaxdp import models
+from jaxdp import noise_schedules
 from jaxdp import private_releases
 from jaxdp.models import lora
 from jaxdp import steps
@@ -140,7 +142,8 @@ def dp_mechanism(clipping_method: str, noise_multiplier: float,
       'noise_multiplier': noise_multiplier,
       'target_epsilon': None, 'delta': 1e-5,
       'accountant': 'rdp', 'allow_large_delta': True,
-      **private_releases.NO_RELEASES})
+      **private_releases.NO_RELEASES, **noise_schedules.CONSTANT,
+      **adaptive_clipping.OFF})
   perf = ml_collections.ConfigDict({
       'clipping': clipping_method, 'microbatch_size': microbatch_size,
       'batch_overflow_probability': 1e-3})

@@ -187,6 +187,8 @@ def verify(path: str, anchor: Optional[dict] = None) -> Report:
             settings['neighboring_relation'].upper()]
         accountant, delta = settings['accountant'], settings['delta']
         step_event = data['step_event']
+        # A noise schedule's runs have one step event per piece.
+        step_events = data.get('step_events', [step_event])
         # Releases before step 1, if any. A later run_start (a start that
         # failed before its first checkpoint, so nothing derived from its
         # release was kept) replaces an earlier one's.
@@ -203,8 +205,8 @@ def verify(path: str, anchor: Optional[dict] = None) -> Report:
                           'privacy settings ask for')
       epsilon = event_history.epsilon([], accountant, relation, delta, setup)
     done = event_history.executions(segments)
-    if entry['kind'] == 'segment' and data.get('event') != step_event:
-      raise LedgerError(number, 'its DpEvent is not the step event the run '
+    if entry['kind'] == 'segment' and data.get('event') not in step_events:
+      raise LedgerError(number, 'its DpEvent is not a step event the run '
                         'started with')
     if entry['kind'] != 'segment' and 'executed' in data and (
         data['executed'] > done

@@ -24,10 +24,12 @@ import jax
 import numpy as np
 
 from jaxdp import accounting
+from jaxdp import adaptive_clipping
 from jaxdp import clipping
 from jaxdp import event_history
 from jaxdp import fast_clipping
 from jaxdp import noise
+from jaxdp import noise_schedules
 from jaxdp import private_releases
 from jaxdp import sampling
 from jaxdp.errors import ConfigError
@@ -82,6 +84,11 @@ class DpMechanism:
   # Releases made once before step 1 (DP-PCA, released normalisation; see
   # private_releases.py), composed with the steps in every ε.
   setup_event: Optional[dp_accounting.DpEvent] = None
+  # σ_t = noise_multiplier · f(t), piecewise constant (noise_schedules.py).
+  schedule: noise_schedules.NoiseSchedule = noise_schedules.NoiseSchedule()
+  # Quantile-tracking C (adaptive_clipping.py): clip_norm is then C_0, and
+  # the unclipped count is released with every step at no extra ε.
+  adaptive: Optional[adaptive_clipping.AdaptiveClipping] = None
 
   @property
   def noise_std(self) -> float:
@@ -108,18 +115,43 @@ class DpMechanism:
   def is_private(self) -> bool:
     return self.noise_multiplier > 0 and math.isfinite(self.clip_norm)
 
-  def step_event(self) -> dp_accounting.DpEvent:
-    """The DpEvent of one logical step."""
-    event_sigma = self.noise_std / self.sensitivity if self.is_private else 0.0
+  def _event_with_factor(self, factor: float) -> dp_accounting.DpEvent:
+    # σ·C·f over the sensitivity (C or 2C): the multiplier the accountant
+    # sees. Adaptive clipping keeps it (its count is paid from σ).
+    event_sigma = (self.noise_std * factor / self.sensitivity
+                   if self.is_private else 0.0)
     return self.sampler.step_event(dp_accounting.GaussianDpEvent(event_sigma))
+
+  def pieces(self) -> list:
+    """[(count, one step's DpEvent)] of the planned steps, in order.
+
+    One piece for a constant σ; a schedule's pieces otherwise. Steps past
+    the planned ones (a run extended after rollbacks) repeat the last piece.
+    """
+    return [(count, self._event_with_factor(factor))
+            for _, count, factor in self.schedule.pieces(self.num_steps)]
+
+  def step_event(self, step: int = 0) -> dp_accounting.DpEvent:
+    """The DpEvent of logical step `step` (0-based execution index)."""
+    for count, event in self.pieces():
+      if step < count:
+        return event
+      step -= count
+    return event  # Past the plan: the last piece's.
+
+  def history(self, executions: int) -> list:
+    """The first `executions` steps as event_history Segments (JSON)."""
+    return [event_history.Segment(event_history.event_to_json(event),
+                                  count).to_json()
+            for count, event in accounting.first_steps(self.pieces(),
+                                                       executions)]
 
   def dp_event(self, num_steps: Optional[int] = None) -> dp_accounting.DpEvent:
     """The DpEvent of the first `num_steps` steps (default: the whole run)."""
     steps = self.num_steps if num_steps is None else int(num_steps)
-    event = dp_accounting.SelfComposedDpEvent(self.step_event(), steps)
-    if self.setup_event is None:
-      return event
-    return dp_accounting.ComposedDpEvent([self.setup_event, event])
+    if steps == 0 and self.setup_event is None:
+      return dp_accounting.NoOpDpEvent()
+    return accounting.schedule_event(self.pieces(), steps, self.setup_event)
 
   def epsilon(self, num_steps: Optional[int] = None) -> float:
     """ε at `delta` after `num_steps` steps (inf for a non-private run)."""
@@ -132,24 +164,48 @@ class DpMechanism:
 
   @functools.cached_property
   def _epsilon_after(self):
-    return accounting.epsilon_after(self.accountant, self.neighboring_relation,
-                                    self.step_event(), self.delta,
-                                    self.setup_event)
+    return accounting.epsilon_after_pieces(
+        self.accountant, self.neighboring_relation, self.pieces(), self.delta,
+        self.setup_event)
 
-  def clipped_grad_sum(self, batch_loss: clipping.BatchLoss):
-    """f(params, batch, mask) -> (clipped sum, stats) with this run's C."""
+  def clipped_grad_sum(self, batch_loss: clipping.BatchLoss,
+                       clip_norm=None):
+    """f(params, batch, mask) -> (clipped sum, stats) with this run's C.
+
+    `clip_norm` (possibly traced) replaces C: adaptive clipping passes the
+    C_t its noise state holds.
+    """
+    c = self.clip_norm if clip_norm is None else clip_norm
     if self.clipping_method == 'vmap':
-      chunk = clipping.vmap_clipped_chunk(batch_loss, self.clip_norm)
+      chunk = clipping.vmap_clipped_chunk(batch_loss, c)
     else:
       chunk = fast_clipping.fast_clipped_chunk(
-          batch_loss, self.clip_norm, _CLIPPED_SUMS[self.clipping_method])
+          batch_loss, c, _CLIPPED_SUMS[self.clipping_method])
     return clipping.microbatched(chunk, self.microbatch_size)
+
+  def gradient_noise_multipliers(self) -> np.ndarray:
+    """Adaptive clipping: σ_Δ of each planned step ([1] for a constant σ)."""
+    sigmas = self.noise_multiplier * (
+        np.ones(1) if self.schedule.is_constant
+        else self.schedule.step_factors(self.num_steps).astype(np.float64))
+    values = {s: adaptive_clipping.gradient_noise_multiplier(
+        s, self.adaptive.count_noise, self.neighboring_relation)
+              for s in np.unique(sigmas)}
+    # Rounded up to float32: never less noise than accounted.
+    return np.nextafter(np.array([values[s] for s in sigmas], np.float32),
+                        np.float32(np.inf))
 
   def noise_transform(self, seed: int):
     """The optax transformation adding this run's noise, once per step."""
+    factors = (None if self.schedule.is_constant
+               else self.schedule.step_factors(self.num_steps))
+    if self.adaptive is not None:
+      return adaptive_clipping.add_noise_and_adapt(
+          self.gradient_noise_multipliers(), self.expected_batch_size,
+          noise_key(seed), self.clip_norm, self.adaptive)
     return noise.add_noise_and_normalize(self.noise_std,
                                          self.expected_batch_size,
-                                         noise_key(seed))
+                                         noise_key(seed), factors)
 
   def summary(self) -> dict:
     """What a reader needs to interpret the guarantee (JSON-ready)."""
@@ -169,6 +225,9 @@ class DpMechanism:
         'target_epsilon': self.target_epsilon,
         'setup_event': None if self.setup_event is None
                        else event_history.event_to_json(self.setup_event),
+        'noise_schedule': self.schedule.to_json(),
+        'adaptive_clipping': None if self.adaptive is None
+                             else dataclasses.asdict(self.adaptive),
     }
 
 
@@ -239,6 +298,14 @@ def _check_dp_fields(dp, num_examples: int) -> None:
                       'set a finite dp.clip_norm, or dp.noise_multiplier=0')
 
 
+def _checked(mechanism: DpMechanism) -> DpMechanism:
+  """Raises ConfigError if adaptive clipping's count leaves no noise for
+  the gradient at this σ (so the error comes before training)."""
+  if mechanism.adaptive is not None:
+    mechanism.gradient_noise_multipliers()
+  return mechanism
+
+
 def build_mechanism(dp, perf, num_examples: int, num_steps: Optional[int],
                     num_epochs: Optional[float], seed: int,
                     resumed_noise_multiplier: Optional[float] = None,
@@ -289,6 +356,13 @@ def build_mechanism(dp, perf, num_examples: int, num_steps: Optional[int],
                       'set a positive number of steps')
 
   target = _target(dp)
+  schedule = noise_schedules.from_config(dp)
+  adaptive = adaptive_clipping.from_config(dp, sampler.expected_batch_size)
+  if adaptive is not None and (dp.noise_multiplier == 0
+                               or math.isinf(dp.clip_norm)):
+    raise ConfigError('dp.adaptive_clip_quantile',
+                      'adaptive clipping needs a private run (σ > 0, finite C)',
+                      'set dp.adaptive_clip_quantile=0 for this baseline')
 
   def with_sigma(sigma: float) -> DpMechanism:
     return DpMechanism(sampler=sampler, clip_norm=float(dp.clip_norm),
@@ -296,7 +370,8 @@ def build_mechanism(dp, perf, num_examples: int, num_steps: Optional[int],
                        delta=float(dp.delta), accountant=dp.accountant,
                        target_epsilon=target, microbatch_size=microbatch,
                        clipping_method=perf.clipping,
-                       setup_event=private_releases.setup_event(dp))
+                       setup_event=private_releases.setup_event(dp),
+                       schedule=schedule, adaptive=adaptive)
 
   private_releases.check_fields(dp, sampler.neighboring_relation.name.lower())
   probe = with_sigma(1.0)
@@ -312,12 +387,12 @@ def build_mechanism(dp, perf, num_examples: int, num_steps: Optional[int],
           f'σ={resumed_noise_multiplier}',
           'leave dp.noise_multiplier unset (or set the original σ) to resume, '
           'or start a new run in a new --workdir')
-    return with_sigma(resumed_noise_multiplier)
+    return _checked(with_sigma(resumed_noise_multiplier))
   if dp.noise_multiplier is None:
-    return with_sigma(_calibrate(dp, sampler.neighboring_relation, make_event,
-                                 target))
+    return _checked(with_sigma(_calibrate(dp, sampler.neighboring_relation,
+                                          make_event, target)))
 
-  mechanism = with_sigma(dp.noise_multiplier)
+  mechanism = _checked(with_sigma(dp.noise_multiplier))
   if target is not None:
     eps = mechanism.epsilon()
     if eps > target:

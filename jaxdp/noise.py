@@ -9,7 +9,9 @@ where B_expected = q · N is the *expected* batch size. B_expected is public;
 the realised batch size is not, so dividing by it would leak. The noise is
 drawn once per logical step from `fold_in(key, step)`, with `step` counted in
 the transformation's own state: a resumed run (same key, same step) redraws
-exactly the same noise, and no two steps share noise.
+exactly the same noise, and no two steps share noise. Under a noise schedule
+(`jaxdp.noise_schedules`) the std of step t is std · f(t), f indexed by the
+same counter, so a rolled-back or resumed run stays on the accounted schedule.
 
 Put it first in an `optax.chain`; everything after it (momentum, Adam, weight
 decay, schedules) is post-processing and costs no privacy:
@@ -17,10 +19,11 @@ decay, schedules) is post-processing and costs no privacy:
     tx = optax.chain(add_noise_and_normalize(σC, B, key), optax.adam(1e-3))
 """
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -29,17 +32,43 @@ class NoiseState(NamedTuple):
   key: jax.Array  # typed PRNG key; the step's noise uses fold_in(key, step).
 
 
+class AdaptiveNoiseState(NamedTuple):
+  """The state of `jaxdp.adaptive_clipping`'s noise link."""
+
+  step: jax.Array  # As NoiseState.
+  key: jax.Array
+  clip_norm: jax.Array  # float32: C_t, the clip norm of the next step.
+
+
+_NOISE_STATES = (NoiseState, AdaptiveNoiseState)
+
+
 def gaussian_like(tree, key: jax.Array, std: float):
   """Independent N(0, std²) noise with the structure and dtypes of `tree`."""
   leaves, treedef = jax.tree_util.tree_flatten(tree)
   keys = jax.random.split(key, len(leaves))
-  noise = [std * jax.random.normal(k, jnp.shape(x), jnp.result_type(x))
-           for k, x in zip(keys, leaves)]
+  # std may be traced (a schedule's); the noise keeps each leaf's dtype.
+  noise = [(std * jax.random.normal(k, jnp.shape(x), jnp.result_type(x))
+            ).astype(jnp.result_type(x)) for k, x in zip(keys, leaves)]
   return jax.tree_util.tree_unflatten(treedef, noise)
 
 
+def factor_at(step_factors: Optional[np.ndarray], step: jax.Array):
+  """f(step) of a schedule's per-step factors (1 without a schedule).
+
+  Past the last planned step (a run extended after rollbacks) the last
+  factor holds, as the accountant assumes.
+  """
+  if step_factors is None:
+    return 1.0
+  factors = jnp.asarray(step_factors, jnp.float32)
+  return factors[jnp.minimum(step, factors.shape[0] - 1)]
+
+
 def add_noise_and_normalize(noise_std: float, expected_batch_size: float,
-                            key: jax.Array) -> optax.GradientTransformation:
+                            key: jax.Array,
+                            step_factors: Optional[np.ndarray] = None
+                            ) -> optax.GradientTransformation:
   """Adds N(0, noise_std²) to a clipped sum, then divides by the expected size.
 
   Args:
@@ -47,6 +76,8 @@ def add_noise_and_normalize(noise_std: float, expected_batch_size: float,
       the non-private (clipped) mean.
     expected_batch_size: q·N, public. Never the realised batch size.
     key: PRNG key of the noise stream.
+    step_factors: [num_steps] multipliers f(t) of a noise schedule; step t's
+      std is noise_std · f(t). None: noise_std at every step.
 
   Returns:
     An optax GradientTransformation whose input is the clipped sum.
@@ -68,7 +99,7 @@ def add_noise_and_normalize(noise_std: float, expected_batch_size: float,
     if noise_std > 0:
       noise = gaussian_like(clipped_sum, jax.random.fold_in(state.key,
                                                             state.step),
-                            noise_std)
+                            noise_std * factor_at(step_factors, state.step))
       clipped_sum = jax.tree_util.tree_map(jnp.add, clipped_sum, noise)
     mean = jax.tree_util.tree_map(lambda s: s / expected_batch_size,
                                   clipped_sum)
@@ -97,15 +128,15 @@ def with_noise_key(opt_state, key: jax.Array):
 
 def _replace_in_noise_states(opt_state, **fields):
   return jax.tree_util.tree_map(
-      lambda s: s._replace(**fields) if isinstance(s, NoiseState) else s,
-      opt_state, is_leaf=lambda s: isinstance(s, NoiseState))
+      lambda s: s._replace(**fields) if isinstance(s, _NOISE_STATES) else s,
+      opt_state, is_leaf=lambda s: isinstance(s, _NOISE_STATES))
 
 
 def noise_steps(opt_state) -> list:
   """The counters of the NoiseStates in `opt_state` (host ints)."""
   found = []
   jax.tree_util.tree_map(
-      lambda s: found.append(int(s.step)) if isinstance(s, NoiseState) else s,
-      opt_state, is_leaf=lambda s: isinstance(s, NoiseState))
+      lambda s: found.append(int(s.step)) if isinstance(s, _NOISE_STATES)
+      else s, opt_state, is_leaf=lambda s: isinstance(s, _NOISE_STATES))
   return found
 

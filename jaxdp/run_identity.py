@@ -15,6 +15,7 @@ import pathlib
 from jaxdp import __version__
 from jaxdp import private_releases
 from jaxdp.errors import ConfigError
+from jaxdp.noise_schedules import NoiseSchedule
 
 # privacy_settings key -> the config field a user changes to change it.
 _FIELDS = {
@@ -40,10 +41,14 @@ _FIELDS = {
     'normalization_noise_multiplier': 'dp.normalization_noise_multiplier',
     'normalization_clip': 'dp.normalization_clip',
     'privacy_unit': 'lm.privacy_unit',
+    'noise_schedule': 'dp.noise_schedule',
+    'adaptive_clipping': 'dp.adaptive_clip_quantile',
 }
 # Checkpoints written before releases (or language models) existed had none.
 _ABSENT_DEFAULTS = dict(private_releases.NO_RELEASES, privacy_unit='example',
-                        lm_pretrained=None, lm_max_length=None)
+                        lm_pretrained=None, lm_max_length=None,
+                        noise_schedule=NoiseSchedule().to_json(),
+                        adaptive_clipping=None)
 
 
 def privacy_unit(config) -> str:
@@ -84,6 +89,8 @@ def privacy_settings(mechanism, dataset, config) -> dict:
       # settings that decide them, and their DpEvent as JSON.
       **{key: config.dp[key] for key in private_releases.NO_RELEASES},
       'setup_event': mechanism.summary()['setup_event'],
+      'noise_schedule': mechanism.summary()['noise_schedule'],
+      'adaptive_clipping': mechanism.summary()['adaptive_clipping'],
   }
 
 

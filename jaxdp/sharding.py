@@ -163,16 +163,17 @@ class Placement:
     return jax.tree_util.tree_unflatten(treedef, arrays)
 
   def global_clipped_sum(self, clipped_grad_sum: Callable) -> Callable:
-    """f(params, frozen, batch, mask) -> (global clipped sum, stats).
+    """f(params, frozen, batch, mask, clip_norm) -> (global sum, stats).
 
     Data-parallel: `clipped_grad_sum` (same signature; one device's view:
     its slots only, with the replicated frozen parameters) runs on every
     device's share; the partial sums are added across devices. The result
     has the sensitivity of the single-device sum: the slots are disjoint and
-    each example is clipped once, wherever it lands.
+    each example is clipped once, wherever it lands. `clip_norm` (None, or
+    adaptive clipping's replicated C_t) is passed through.
     """
-    def per_device(params, frozen, batch, mask):
-      partial, stats = clipped_grad_sum(params, frozen, batch, mask)
+    def per_device(params, frozen, batch, mask, clip_norm):
+      partial, stats = clipped_grad_sum(params, frozen, batch, mask, clip_norm)
       return jax.lax.psum(partial, DATA), stats
 
     # check_vma=False: the body is plain per-device code. With JAX's
@@ -180,5 +181,5 @@ class Placement:
     # parameters would add a psum of its own inside the per-example
     # gradients; here the only cross-device operation is the psum above.
     return jax.shard_map(per_device, mesh=self.mesh,
-                         in_specs=(P(), P(), P(DATA), P(DATA)),
+                         in_specs=(P(), P(), P(DATA), P(DATA), P()),
                          out_specs=(P(), P(DATA)), check_vma=False)

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxdp import adaptive_clipping
 from jaxdp.mechanism import DpMechanism
 from jaxdp.models import lora
 from jaxdp.sharding import Placement
@@ -60,17 +61,29 @@ def make_train_step(batch_loss: Callable, mechanism: DpMechanism,
   """
   placement = placement or Placement(make_mesh(1))
 
-  def clipped_sum(params, frozen_params, inputs, mask):
+  def clipped_sum(params, frozen_params, inputs, mask, clip_norm):
     loss = lora.with_frozen(batch_loss, frozen_params)
-    return mechanism.clipped_grad_sum(loss)(params, inputs, mask)
+    return mechanism.clipped_grad_sum(loss, clip_norm)(params, inputs, mask)
 
   clipped_grad_sum = placement.global_clipped_sum(clipped_sum)
-  clip_norm = mechanism.clip_norm
+  adaptive = mechanism.adaptive is not None
 
   def train_step(state: TrainState, batch, frozen=None):
-    grad_sum, stats = clipped_grad_sum(state.params, frozen,
-                                       batch['inputs'], batch['mask'])
-    updates, opt_state = tx.update(grad_sum, state.opt_state, state.params)
+    # Adaptive clipping: C_t lives in the noise link's state (public: a
+    # function of earlier noisy counts); otherwise the mechanism's constant.
+    clip_norm = (adaptive_clipping.current_clip_norm(state.opt_state)
+                 if adaptive else None)
+    grad_sum, stats = clipped_grad_sum(state.params, frozen, batch['inputs'],
+                                       batch['mask'], clip_norm)
+    if clip_norm is None:
+      clip_norm = mechanism.clip_norm
+    extra = {}
+    if adaptive:  # The count the noise link releases with noise.
+      extra['unclipped_count'] = jnp.sum(
+          batch['mask'] & ~stats.dropped & (stats.norms <= clip_norm)
+      ).astype(jnp.float32)
+    updates, opt_state = tx.update(grad_sum, state.opt_state, state.params,
+                                   **extra)
     updates = jax.tree_util.tree_map(
         lambda u: (u * state.lr_scale).astype(u.dtype), updates)
     params = optax.apply_updates(state.params, updates)
@@ -82,6 +95,7 @@ def make_train_step(batch_loss: Callable, mechanism: DpMechanism,
         'clipped_fraction': jnp.sum(batch['mask'] & (stats.norms > clip_norm))
                             / real,
         'dropped_nonfinite': stats.dropped.sum(),
+        'clip_norm': jnp.asarray(clip_norm, jnp.float32),
     }
     ema = state.ema_params
     if ema is not None:

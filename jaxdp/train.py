@@ -293,6 +293,8 @@ def _train(config, workdir: str, log, start: float, task: Task) -> dict:
       num_devices=placement.num_devices)
   settings = run_identity.privacy_settings(mechanism, task, config)
   event_json = event_history.event_to_json(mechanism.step_event())
+  piece_events = [event_history.event_to_json(event)
+                  for _, event in mechanism.pieces()]
   if meta is not None:
     run_identity.check_resume(meta['privacy'], settings)
   if mechanism.setup_event is not None:
@@ -318,9 +320,11 @@ def _train(config, workdir: str, log, start: float, task: Task) -> dict:
       raise ConfigError('checkpoint', f'{checkpointer.directory}/{latest}: '
                         'its noise counter disagrees with its executions',
                         'start over in a new --workdir')
-    if any(segment['event'] != event_json for segment in meta['history']):
+    recorded = meta['history']
+    if recorded != mechanism.history(
+        sum(segment['count'] for segment in recorded)):
       raise ConfigError('checkpoint', f'{checkpointer.directory}/{latest}: '
-                        'its DpEvent history is not this run\'s step event',
+                        'its DpEvent history is not this run\'s step events',
                         'start over in a new --workdir')
     anchor = meta['ledger']
     if (anchor['entries'] > len(ledger.entries) or
@@ -345,13 +349,17 @@ def _train(config, workdir: str, log, start: float, task: Task) -> dict:
     return mechanism.epsilon(accounted())
 
   def account() -> None:
-    """Appends a ledger segment for the executions not yet in it."""
+    """Appends ledger segments for the executions not yet in it (one per
+    piece of a noise schedule they cross)."""
     first = ledger.executions()
-    if progress.executed > first:
-      ledger.append('segment', {
-          'event': event_json, 'first': first,
-          'count': progress.executed - first,
-          'epsilon': _json_number(spent())})
+    done = 0
+    for segment in mechanism.history(progress.executed):
+      start, done = done, done + segment['count']
+      if done > first:
+        ledger.append('segment', {
+            'event': segment['event'], 'first': max(first, start),
+            'count': done - max(first, start),
+            'epsilon': _json_number(mechanism.epsilon(done))})
 
   def checkpoint(state) -> None:
     account()
@@ -360,8 +368,7 @@ def _train(config, workdir: str, log, start: float, task: Task) -> dict:
     checkpointer.save(progress.executed, state, dict(
         progress.to_json(), privacy=settings, logical_step=int(state.step),
         # The accountant's history: every execution so far, one DpEvent each.
-        history=[event_history.Segment(event_json, accounted()).to_json()]
-        if accounted() else [],
+        history=mechanism.history(accounted()),
         config=json.loads(config.to_json()),
         ledger={'entries': len(ledger.entries), 'head': ledger.head}))
     newest[0] = progress.executed
@@ -424,6 +431,7 @@ def _train(config, workdir: str, log, start: float, task: Task) -> dict:
   if meta is None:
     ledger.append('run_start', dict(common, privacy=settings,
                                     step_event=event_json,
+                                    step_events=piece_events,
                                     setup_event=settings['setup_event'],
                                     planned_steps=mechanism.num_steps))
     # The loss at initialisation is the first baseline for spike detection
@@ -499,6 +507,9 @@ def _train(config, workdir: str, log, start: float, task: Task) -> dict:
             'test_loss': _json_number(test_loss),
             'accuracy': _json_number(accuracy),
             'epsilon': _json_number(spent()),
+            # The last step's C: public (adaptive clipping derives it from
+            # noisy counts only).
+            'clip_norm': _json_number(diagnostics.pop('clip_norm')),
             'wall_seconds': time.time() - start,
             # Statistics of the private batch, outside the DP guarantee.
             'non_private_diagnostics': {k: _json_number(v)

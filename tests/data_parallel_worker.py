@@ -17,6 +17,8 @@ import ml_collections
 import numpy as np
 import optax
 
+from jaxdp import adaptive_clipping
+from jaxdp import noise_schedules
 from jaxdp import private_releases
 from jaxdp import scaling
 from jaxdp import sharding
@@ -35,7 +37,8 @@ def _mechanism(microbatch, clipping, num_devices):
       'sampler': 'fixed_size', 'batch_size': _BATCH, 'clip_norm': _CLIP,
       'noise_multiplier': _SIGMA, 'target_epsilon': None, 'delta': 1e-5,
       'accountant': 'rdp', 'allow_large_delta': False,
-      **private_releases.NO_RELEASES})
+      **private_releases.NO_RELEASES, **noise_schedules.CONSTANT,
+      **adaptive_clipping.OFF})
   perf = ml_collections.ConfigDict({
       'clipping': clipping, 'microbatch_size': microbatch,
       'batch_overflow_probability': 1e-3})

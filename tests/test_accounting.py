@@ -7,6 +7,8 @@ import ml_collections
 import pytest
 
 from jaxdp import accounting
+from jaxdp import adaptive_clipping
+from jaxdp import noise_schedules
 from jaxdp import private_releases
 from jaxdp.errors import ConfigError
 from jaxdp.mechanism import build_mechanism
@@ -19,7 +21,8 @@ def _dp(**overrides):
       'sampler': 'poisson', 'batch_size': 256, 'clip_norm': 1.0,
       'noise_multiplier': 1.1, 'target_epsilon': None, 'delta': 1e-5,
       'accountant': 'rdp_classic', 'allow_large_delta': False,
-      **private_releases.NO_RELEASES})
+      **private_releases.NO_RELEASES, **noise_schedules.CONSTANT,
+      **adaptive_clipping.OFF})
   dp.update(overrides)
   return dp
 

@@ -10,8 +10,10 @@ import optax
 import pytest
 
 from conftest import mlp_problem
+from jaxdp import adaptive_clipping
 from jaxdp import augmentation
 from jaxdp import fast_clipping
+from jaxdp import noise_schedules
 from jaxdp import private_releases
 from jaxdp import steps
 from jaxdp.mechanism import build_mechanism
@@ -90,7 +92,8 @@ def test_ema_warms_up_then_tracks_the_parameters():
       'sampler': 'poisson', 'batch_size': 8, 'clip_norm': 1.0,
       'noise_multiplier': 1.0, 'target_epsilon': None, 'delta': 1e-5,
       'accountant': 'rdp', 'allow_large_delta': False,
-      **private_releases.NO_RELEASES})
+      **private_releases.NO_RELEASES, **noise_schedules.CONSTANT,
+      **adaptive_clipping.OFF})
   perf = ml_collections.ConfigDict({'clipping': 'fast',
                                     'microbatch_size': None,
                                     'batch_overflow_probability': 1e-3})

@@ -71,12 +71,12 @@ class MutatedMechanism(DpMechanism):
 
   mutation: str = 'none'
 
-  def clipped_grad_sum(self, batch_loss):
+  def clipped_grad_sum(self, batch_loss, clip_norm=None):
     if self.mutation == 'no_clipping':
       # The sum with C = ∞; noise and ε keep this mechanism's finite C.
       return dataclasses.replace(self, clip_norm=math.inf,
                                  mutation='none').clipped_grad_sum(batch_loss)
-    return super().clipped_grad_sum(batch_loss)
+    return super().clipped_grad_sum(batch_loss, clip_norm)
 
   def noise_transform(self, seed: int):
     if self.mutation == 'noise_divided_by_batch':
