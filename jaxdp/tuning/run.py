@@ -1,0 +1,156 @@
+"""`tune`: a private search whose reported ε includes the search.
+
+`config.dp.target_epsilon` and `config.dp.delta` are the budget of the whole
+search; each candidate's σ is calibrated from its share (`tuning.privacy`).
+The released model is the best-scoring trial's; its test accuracy is
+measured on the test split, which no strategy sees.
+"""
+
+import dataclasses
+import math
+import statistics
+from typing import Callable
+
+from scipy import stats
+
+from jaxdp import data
+from jaxdp.errors import ConfigError
+from jaxdp.quantum import qiea
+from jaxdp.tuning import privacy
+from jaxdp.tuning import search as search_lib
+from jaxdp.tuning.space import NAMES as SPACE_NAMES
+from jaxdp.tuning.space import SearchSpace
+from jaxdp.tuning.trial import TrialRunner
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneSettings:
+  """How to search (the flags of `experiments/tune.py`)."""
+
+  strategy: str = 'random'
+  trials: int = 8  # T, or E[K] for random.
+  shape: float = 1.0  # η of K's distribution (random); inf = Poisson.
+  validation_fraction: float = 0.2
+  # σ_v, in examples, on the correct count (3.5% of accuracy on the 287
+  # validation digits).
+  validation_noise: float = 10.0
+  population: int = 2  # QIEA individuals.
+  # QIEA rotation step in units of π. Han & Kim's 0.01 needs ~25
+  # generations to commit a bit; a search of a few generations needs more.
+  qiea_delta_theta: float = 0.05
+
+
+def check(settings: TuneSettings) -> None:
+  """Raises ConfigError naming the flag of a bad setting."""
+  if settings.strategy not in search_lib.STRATEGIES:
+    raise ConfigError('--strategy', f'unknown {settings.strategy!r}',
+                      f'use one of {", ".join(search_lib.STRATEGIES)}')
+  if not settings.trials >= 1:
+    raise ConfigError('--trials', f'must be >= 1, got {settings.trials}',
+                      'run at least one trial')
+  if not settings.shape >= 0:
+    raise ConfigError('--shape', f'must be >= 0 (or inf), got '
+                      f'{settings.shape}', 'use 1 (geometric) or inf')
+  if not 0 < settings.validation_fraction < 1:
+    raise ConfigError('--validation_fraction', 'must be in (0, 1), got '
+                      f'{settings.validation_fraction}', 'use e.g. 0.2')
+  if not settings.validation_noise > 0:
+    raise ConfigError('--validation_noise', 'must be > 0 (the score is '
+                      f'released), got {settings.validation_noise}',
+                      'use e.g. 10 (examples)')
+  if settings.strategy == 'qiea' and not (
+      1 <= settings.population <= settings.trials):
+    raise ConfigError('--population', f'must be in [1, --trials], got '
+                      f'{settings.population}', 'use e.g. 2')
+
+
+def planned_trials(settings: TuneSettings, space: SearchSpace) -> float:
+  """Trials the accountant is told about (E[K] for random)."""
+  if settings.strategy == 'grid':
+    return len(space.grid(settings.trials))
+  if settings.strategy == 'qiea':
+    return settings.population * (settings.trials // settings.population)
+  return float(settings.trials)
+
+
+class Tuner:
+  """One dataset, one compiled step, any number of searches."""
+
+  def __init__(self, config, validation_fraction: float,
+               validation_noise: float, space: SearchSpace = SearchSpace()):
+    if config.dp.target_epsilon is None or math.isinf(
+        config.dp.target_epsilon):
+      raise ConfigError('dp.target_epsilon', 'tuning needs a total budget',
+                        'set dp.target_epsilon (the whole search\'s ε)')
+    self.config, self.space = config, space
+    self.runner = TrialRunner(config, data.load_dataset(config.data),
+                              validation_fraction, validation_noise)
+    self.validation_noise = validation_noise
+    self._plans = {}
+
+  def plan(self, settings: TuneSettings) -> privacy.Plan:
+    key = (settings.strategy, planned_trials(settings, self.space),
+           settings.shape)
+    if key not in self._plans:
+      self._plans[key] = privacy.plan(
+          self.space, self.runner.num_train,
+          search_lib.accounting_of(settings.strategy), key[1],
+          self.config.dp.target_epsilon, self.config.dp.delta,
+          self.validation_noise, settings.shape)
+    return self._plans[key]
+
+  def search(self, settings: TuneSettings, seed: int,
+             log: Callable[[str], None] = lambda line: None) -> dict:
+    """Runs one search; the results, with the total ε."""
+    check(settings)
+    plan = self.plan(settings)
+
+    def run_trial(indices, trial_seed):
+      candidate = self.space.candidate(indices)
+      sigma = plan.sigmas[(candidate['batch_size'], candidate['epochs'])]
+      return self.runner.run(candidate, sigma, trial_seed)
+
+    result = search_lib.search(
+        run_trial, self.space, settings.strategy, settings.trials, seed,
+        shape=settings.shape, population=settings.population,
+        qiea_config=qiea.QieaConfig(
+            delta_theta=settings.qiea_delta_theta * math.pi), log=log)
+    best = result.best
+    return {
+        'strategy': settings.strategy,
+        'best_accuracy': None if best is None else best.test_accuracy,
+        'best_validation_score': None if best is None else best.score,
+        'best_config': None if best is None else dict(
+            best.candidate, noise_multiplier=best.noise_multiplier,
+            steps=best.steps),
+        'epsilon_total': plan.epsilon_total,
+        'epsilon_per_trial': plan.epsilon_per_trial,
+        'delta': plan.delta,
+        'trials': len(result.trials),
+        'planned_trials': plan.trials,
+        'accounting': plan.accounting,
+        'seed': seed,
+        'privacy_plan': plan.to_json(),
+    }
+
+
+def mean_interval(values, confidence: float = 0.95) -> tuple:
+  """(mean, half-width of the Student-t interval) of `values`."""
+  values = [v for v in values if v is not None]
+  mean = statistics.fmean(values)
+  if len(values) < 2:
+    return mean, math.inf
+  t = stats.t.ppf((1 + confidence) / 2, len(values) - 1)
+  return mean, t * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def describe(results: dict) -> str:
+  """Two lines for people: what was released, and what it all cost."""
+  best = results['best_config']
+  released = ('no trial ran (K = 0): nothing is released' if best is None
+              else f'released: {best} with test accuracy '
+              f'{results["best_accuracy"]:.4f}')
+  return (f'{released}\nprivacy of the whole search: ε = '
+          f'{results["epsilon_total"]:.4f} at δ = {results["delta"]:g} '
+          f'({results["trials"]} trials, {results["accounting"]}; one trial '
+          f'spends ε = {results["epsilon_per_trial"]:.4f})')

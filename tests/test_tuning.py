@@ -1,0 +1,144 @@
+"""Private tuning: what it spends (against dp-accounting), how it searches."""
+
+import json
+import math
+import subprocess
+import sys
+
+import dp_accounting
+import numpy as np
+import pytest
+from dp_accounting import dp_event
+from dp_accounting import rdp
+
+from jaxdp import sampled_gaussian_rdp as sgm
+from jaxdp.errors import ConfigError
+from jaxdp.tuning import privacy
+from jaxdp.tuning import search
+from jaxdp.tuning.space import SearchSpace
+from jaxdp.tuning.trial import TrialResult
+
+_ONE_SHAPE = SearchSpace(batch_size=(128,), epochs=(10.0,))
+_N, _DELTA, _SIGMA_V = 1150, 1e-5, 5.0
+
+
+def _dp_accounting_total(plan, event_of_trials):
+  (b, e), sigma = next(iter(plan.sigmas.items()))
+  q = b / _N
+  trial = dp_accounting.ComposedDpEvent([
+      dp_accounting.SelfComposedDpEvent(dp_accounting.PoissonSampledDpEvent(
+          q, dp_accounting.GaussianDpEvent(sigma)), plan.steps[(b, e)]),
+      dp_accounting.GaussianDpEvent(_SIGMA_V)])
+  accountant = rdp.RdpAccountant(orders=list(sgm.ORDERS))
+  accountant.compose(event_of_trials(trial))
+  return accountant.get_epsilon(_DELTA)
+
+
+@pytest.mark.parametrize('shape', [1.0, 0.5, math.inf])
+def test_random_search_total_is_dp_accountings_repeat_and_select(shape):
+  plan = privacy.plan(_ONE_SHAPE, _N, 'repeat_and_select', 8, 3.0, _DELTA,
+                      _SIGMA_V, shape)
+  assert plan.epsilon_total <= 3.0
+  assert plan.epsilon_total == pytest.approx(_dp_accounting_total(
+      plan, lambda t: dp_event.RepeatAndSelectDpEvent(t, 8, shape)),
+                                             rel=1e-9)
+
+
+def test_grid_and_qiea_totals_are_dp_accountings_composition():
+  plan = privacy.plan(_ONE_SHAPE, _N, 'composition', 8, 3.0, _DELTA,
+                      _SIGMA_V)
+  assert plan.epsilon_total <= 3.0
+  assert plan.epsilon_total == pytest.approx(_dp_accounting_total(
+      plan, lambda t: dp_accounting.SelfComposedDpEvent(t, 8)), rel=1e-9)
+  # The per-trial share is used up: the total is within 0.1% of the target.
+  assert plan.epsilon_total > 0.99 * 3.0
+
+
+def test_every_candidate_meets_the_per_trial_budget_tightly():
+  space = SearchSpace(batch_size=(64, 512), epochs=(5.0, 40.0))
+  plan = privacy.plan(space, _N, 'composition', 4, 4.0, _DELTA, _SIGMA_V)
+  spent = []
+  for (b, e), sigma in plan.sigmas.items():
+    q, steps = b / _N, plan.steps[(b, e)]
+    eps = lambda s: sgm.epsilon(privacy.trial_rdp(q, steps, s, _SIGMA_V),
+                                _DELTA)[0]
+    assert eps(sigma) <= plan.epsilon_per_trial * (1 + 1e-9)
+    spent.append(eps(sigma))
+    # σ is the smallest (to 0.1%) that meets a given per-trial ε.
+    target = 1.5
+    calibrated = privacy.calibrate_sigmas([q], [steps], _SIGMA_V, target,
+                                          _DELTA)[0]
+    assert eps(calibrated) <= target < eps(calibrated / 1.002)
+  # A trial is charged the envelope (max per order) of its candidates' RDP,
+  # which converts to at least the worst candidate's ε, and here to little
+  # more.
+  assert plan.epsilon_per_trial >= max(spent)
+  assert plan.epsilon_per_trial < 1.01 * max(spent)
+
+
+def test_a_budget_too_small_for_the_scores_is_refused():
+  with pytest.raises(ConfigError, match='target_epsilon'):
+    privacy.plan(_ONE_SHAPE, _N, 'composition', 50, 0.05, _DELTA, 0.5)
+
+
+@pytest.mark.parametrize('shape', [1.0, 0.5, 3.0, math.inf])
+def test_the_number_of_random_trials_has_the_accounted_mean(shape):
+  rng = np.random.default_rng(0)
+  draws = np.array([search.draw_trial_count(rng, 6.0, shape)
+                    for _ in range(20_000)])
+  standard_error = draws.std() / np.sqrt(len(draws))
+  assert abs(draws.mean() - 6.0) < 5 * standard_error
+  if math.isinf(shape):
+    assert (draws == 0).any()  # Poisson: K = 0 is possible.
+  else:
+    assert draws.min() >= 1  # Truncated: never zero.
+
+
+def test_grid_and_bit_codes_stay_inside_the_space():
+  space = SearchSpace()
+  for trials in (1, 3, 8, 16, 100):
+    points = space.grid(trials)
+    assert 1 <= len(points) <= trials and len(set(points)) == len(points)
+  rng = np.random.default_rng(1)
+  for _ in range(200):
+    indices = space.decode(rng.integers(0, 2, space.num_bits))
+    assert all(0 <= i < n for i, n in zip(indices, space.sizes()))
+
+
+def _fake_trial(indices, seed):
+  # A made-up score that peaks at the largest learning rate and clip norm;
+  # the search sees nothing but this number.
+  score = (indices[0] + indices[1]) / 7 + 0.01 * (seed % 7)
+  return TrialResult(candidate=SearchSpace().candidate(indices),
+                     noise_multiplier=1.0, steps=1, score=score,
+                     test_accuracy=score)
+
+
+@pytest.mark.parametrize('strategy', search.STRATEGIES)
+def test_each_strategy_releases_its_best_scored_trial(strategy):
+  result = search.search(_fake_trial, SearchSpace(), strategy, 8, seed=3)
+  assert result.best is max(result.trials, key=lambda r: r.score)
+  if strategy != 'random':
+    assert len(result.trials) == 8
+  seeds = {search.trial_seed(3, i) for i in range(len(result.trials))}
+  assert len(seeds) == len(result.trials)  # Fresh noise for every trial.
+
+
+def test_the_command_reports_the_total_privacy_of_the_search(tmp_path):
+  out = subprocess.run(
+      [sys.executable, '-m', 'experiments.tune', '--config=configs/tune.py',
+       f'--workdir={tmp_path}', '--strategy=random', '--trials=2',
+       '--shape=1', '--batch_size=256', '--epochs=2', '--seed=0'],
+      capture_output=True, text=True, timeout=300, check=True)
+  line = json.loads(out.stdout.strip().splitlines()[-1])
+  for key in ('best_accuracy', 'epsilon_total', 'epsilon_per_trial',
+              'trials', 'strategy'):
+    assert key in line
+  assert line['strategy'] == 'random'
+  assert line['epsilon_total'] <= 4.0  # configs/tune.py's budget.
+  assert line['epsilon_per_trial'] < line['epsilon_total']
+  assert line['trials'] == out.stdout.count('(noisy validation accuracy)')
+  if line['trials']:
+    assert 0.0 <= line['best_accuracy'] <= 1.0
+  saved = json.loads((tmp_path / 'tune.json').read_text())
+  assert saved['epsilon_total'] == line['epsilon_total']
