@@ -10,9 +10,9 @@ run is accounted exactly as the composition of a few self-composed steps:
     linear        f(u) = 1 + (r − 1) u
     exponential   f(u) = r^u
     cosine        f(u) = r + (1 − r)(1 + cos πu) / 2
-    step          f = r^(j / (segments − 1)) on piece j: the same ratio at
-                  every boundary (the noise analogue of step learning-rate
-                  decay)
+    step          f = 1 on the first half of the pieces, r on the rest: one
+                  drop, halfway (the noise analogue of a step decay of the
+                  learning rate)
 
 where u ∈ [0, 1] is the position of the piece (its first step is u = 0 and the
 last piece's is u = 1, so the last piece has f = r exactly) and r =
@@ -60,9 +60,10 @@ class NoiseSchedule:
     r = self.final_ratio
     if self.shape == 'linear':
       return 1.0 + (r - 1.0) * u
-    if self.shape in ('exponential', 'step'):
-      # Piecewise constant, the two coincide; 'step' names the intent.
+    if self.shape == 'exponential':
       return r ** u
+    if self.shape == 'step':
+      return np.where(np.arange(self.segments) < self.segments / 2, 1.0, r)
     return r + (1.0 - r) * (1.0 + np.cos(math.pi * u)) / 2.0  # cosine
 
   def pieces(self, num_steps: int) -> list:

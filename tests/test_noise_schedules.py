@@ -29,8 +29,12 @@ def test_every_shape_runs_from_one_to_the_final_ratio(shape):
     factors = schedule.piece_factors()
     assert factors[0] == pytest.approx(1.0)
     assert factors[-1] == pytest.approx(ratio)
-    steps = np.diff(factors)
-    assert np.all(steps < 0) if ratio < 1 else np.all(steps > 0)
+    steps = np.diff(factors) * np.sign(1 - ratio)  # > 0: toward the ratio.
+    if shape == 'step':  # One drop, halfway.
+      assert np.all(steps <= 0) and np.count_nonzero(steps) == 1
+      assert steps[3] < 0
+    else:
+      assert np.all(steps < 0)
     for num_steps in (3, 7, 100, 1001):  # Fewer steps than pieces, and more.
       pieces = schedule.pieces(num_steps)
       assert sum(count for _, count, _ in pieces) == num_steps

@@ -8,10 +8,7 @@ measured on the test split, which no strategy sees.
 
 import dataclasses
 import math
-import statistics
 from typing import Callable
-
-from scipy import stats
 
 from jaxdp import data
 from jaxdp.errors import ConfigError
@@ -132,16 +129,6 @@ class Tuner:
         'seed': seed,
         'privacy_plan': plan.to_json(),
     }
-
-
-def mean_interval(values, confidence: float = 0.95) -> tuple:
-  """(mean, half-width of the Student-t interval) of `values`."""
-  values = [v for v in values if v is not None]
-  mean = statistics.fmean(values)
-  if len(values) < 2:
-    return mean, math.inf
-  t = stats.t.ppf((1 + confidence) / 2, len(values) - 1)
-  return mean, t * statistics.stdev(values) / math.sqrt(len(values))
 
 
 def describe(results: dict) -> str:
