@@ -4,6 +4,11 @@
 
 Prints a markdown table, then as its last line one JSON object
 {model: {method: {median_ms, ratio_to_nonprivate, peak_memory_mb, ...}}}.
+
+  python -m experiments.benchmark --accounting [--schedule_steps=10000]
+
+times accounting a noise schedule with a distinct σ per step instead:
+jaxdp's vectorised RDP against dp-accounting, with their ε side by side.
 """
 
 import datetime
@@ -14,6 +19,7 @@ from absl import app
 from absl import flags
 import jax
 
+from jaxdp import accounting_benchmark
 from jaxdp import benchmark
 
 _MODELS = flags.DEFINE_list('models', list(benchmark.MODELS),
@@ -32,9 +38,21 @@ _COMPARE = flags.DEFINE_bool('compare', True,
                              'Also time jax_privacy and Opacus where '
                              'installed (pip install -e .[compare]).')
 
+_ACCOUNTING = flags.DEFINE_bool('accounting', False, 'Time the accounting '
+                                'of a per-step noise schedule instead.')
+_SCHEDULE_STEPS = flags.DEFINE_integer('schedule_steps', 10_000,
+                                       '--accounting: steps of the schedule.')
+
 
 def main(argv):
   del argv
+  if _ACCOUNTING.value:
+    print(f'{datetime.date.today()} | {platform.machine()} '
+          f'{platform.processor() or "cpu"}', flush=True)
+    results = accounting_benchmark.run(_SCHEDULE_STEPS.value)
+    print(accounting_benchmark.table(results))
+    print(json.dumps(results))
+    return
   for name in _MODELS.value:
     if name not in benchmark.MODELS:
       raise app.UsageError(f'--models: unknown {name!r}; use '

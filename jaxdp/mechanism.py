@@ -175,13 +175,9 @@ class DpMechanism:
     `clip_norm` (possibly traced) replaces C: adaptive clipping passes the
     C_t its noise state holds.
     """
-    c = self.clip_norm if clip_norm is None else clip_norm
-    if self.clipping_method == 'vmap':
-      chunk = clipping.vmap_clipped_chunk(batch_loss, c)
-    else:
-      chunk = fast_clipping.fast_clipped_chunk(
-          batch_loss, c, _CLIPPED_SUMS[self.clipping_method])
-    return clipping.microbatched(chunk, self.microbatch_size)
+    return clipped_grad_sum(batch_loss,
+                            self.clip_norm if clip_norm is None else clip_norm,
+                            self.clipping_method, self.microbatch_size)
 
   def gradient_noise_multipliers(self) -> np.ndarray:
     """Adaptive clipping: σ_Δ of each planned step ([1] for a constant σ)."""
@@ -229,6 +225,18 @@ class DpMechanism:
         'adaptive_clipping': None if self.adaptive is None
                              else dataclasses.asdict(self.adaptive),
     }
+
+
+def clipped_grad_sum(batch_loss: clipping.BatchLoss, clip_norm,
+                     clipping_method: str, microbatch_size: Optional[int]):
+  """f(params, batch, mask) -> (clipped sum, stats) for a (possibly
+  traced) clip norm, by `perf.clipping`'s method, in microbatches."""
+  if clipping_method == 'vmap':
+    chunk = clipping.vmap_clipped_chunk(batch_loss, clip_norm)
+  else:
+    chunk = fast_clipping.fast_clipped_chunk(batch_loss, clip_norm,
+                                             _CLIPPED_SUMS[clipping_method])
+  return clipping.microbatched(chunk, microbatch_size)
 
 
 def _target(dp) -> Optional[float]:

@@ -48,3 +48,14 @@ def test_comparison_rows_appear_where_the_libraries_are_installed():
   assert set(results['cnn']) == expected
   for method in expected - {'nonprivate'}:
     assert results['cnn'][method]['median_ms'] > 0
+
+
+def test_the_accounting_benchmark_agrees_with_dp_accounting():
+  from jaxdp import accounting_benchmark
+  r = accounting_benchmark.run(num_steps=100, reference_steps=20)
+  assert r['epsilon_reference_vectorised'] == pytest.approx(
+      r['epsilon_reference_dp_accounting_same_orders'], rel=1e-9)
+  # Integer orders only: never below dp-accounting's default orders here.
+  assert (r['epsilon_reference_vectorised']
+          >= r['epsilon_reference_dp_accounting_default_orders'] * (1 - 1e-9))
+  assert 'dp-accounting' in accounting_benchmark.table(r)

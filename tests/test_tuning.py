@@ -138,7 +138,33 @@ def test_the_command_reports_the_total_privacy_of_the_search(tmp_path):
   assert line['epsilon_total'] <= 4.0  # configs/tune.py's budget.
   assert line['epsilon_per_trial'] < line['epsilon_total']
   assert line['trials'] == out.stdout.count('(noisy validation accuracy)')
+  # Random search shows no score but the released one.
+  assert out.stdout.count('score withheld') == line['trials']
   if line['trials']:
     assert 0.0 <= line['best_accuracy'] <= 1.0
   saved = json.loads((tmp_path / 'tune.json').read_text())
   assert saved['epsilon_total'] == line['epsilon_total']
+
+
+class _FakeTuner:
+  """Searches without training: the accuracy is a function of the seed."""
+
+  def search(self, settings, seed):
+    accuracy = {'random': 0.80, 'grid': 0.85, 'qiea': 0.83}[settings.strategy]
+    return {'best_accuracy': accuracy + 0.01 * seed, 'trials': 8,
+            'epsilon_total': 3.99, 'epsilon_per_trial': 1.3,
+            'accounting': search.accounting_of(settings.strategy)}
+
+
+def test_the_comparison_pairs_each_strategy_with_random_by_seed():
+  from jaxdp.tuning import comparison
+  from jaxdp.tuning.run import TuneSettings
+  rows = comparison.compare(_FakeTuner(), [TuneSettings(strategy=s) for s in
+                                           search.STRATEGIES], range(4))
+  by = {r['strategy']: r for r in rows}
+  assert by['random']['accuracy_mean'] == pytest.approx(0.815)
+  # The seed effect cancels in the paired difference: no spread at all.
+  assert by['grid']['minus_random_mean'] == pytest.approx(0.05)
+  assert by['grid']['minus_random_ci95'] == pytest.approx(0.0, abs=1e-12)
+  assert by['grid']['accuracy_ci95'] > 0
+  assert '| qiea |' in comparison.table(rows)

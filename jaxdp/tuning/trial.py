@@ -27,6 +27,7 @@ from jaxdp import steps as steps_lib
 from jaxdp.data.dataset import Dataset
 from jaxdp.errors import ConfigError
 from jaxdp.mechanism import build_mechanism
+from jaxdp.mechanism import clipped_grad_sum
 from jaxdp.mechanism import noise_key
 from jaxdp.train import INIT_STREAM
 from jaxdp.train import _batch_arrays
@@ -99,9 +100,10 @@ class TrialRunner:
     # The mechanism's clipped sum (its method; C passed in), then the noise
     # of noise.add_noise_and_normalize: N(0, (σC)²) from fold_in(key, step),
     # divided by the expected batch size; then the optimizer.
-    grad_sum, _ = self.mechanism_template.clipped_grad_sum(
-        self.task.batch_loss, clip_norm)(params, batch['inputs'],
-                                         batch['mask'])
+    grad_sum, _ = clipped_grad_sum(
+        self.task.batch_loss, clip_norm, self.config.perf.clipping,
+        self.config.perf.microbatch_size)(params, batch['inputs'],
+                                          batch['mask'])
     drawn = noise.gaussian_like(grad_sum, jax.random.fold_in(noise_key, step),
                                 noise_std)
     mean = jax.tree_util.tree_map(lambda s, z: (s + z) / expected_batch_size,
@@ -129,8 +131,6 @@ class TrialRunner:
     if mechanism.adaptive is not None or not mechanism.schedule.is_constant:
       raise ConfigError('dp.noise_schedule', 'tuning trials use a constant σ '
                         'and fixed clipping', 'tune with the defaults')
-    # Only its clipping method and microbatch size are used in the step.
-    self.mechanism_template = mechanism
     params, _ = self.task.init(jax.random.fold_in(jax.random.key(seed),
                                                   INIT_STREAM))
     opt_state = self.optimizer.init(params)
