@@ -6,15 +6,16 @@ Command (one search, 8 trials on average, about 1 minute on a 2-core CPU):
 
 dp.target_epsilon is the budget of the *whole search* (every trial, and the
 release of the best), at dp.delta. Trials train the base MLP with DP-SGD
-(Poisson sampling) on 80% of the training split and are scored, with
-Gaussian noise σ_v = 10 on the correct count, on the other 20%; the test
-split only reports the released model. Accounting: RDP (integer orders);
+(Poisson sampling) on the 1,437 training digits and are scored on them too,
+by their count of correct predictions plus Gaussian noise σ_s = 10; the
+test split only reports the released model. Accounting: RDP (integer orders);
 random search by repeat-and-select (Papernot & Steinke 2022), grid and qiea
 by composition. Searched: learning rate, clip norm, batch size, epochs (see
 jaxdp/tuning/space.py); σ is calibrated per candidate, never searched.
 
-Benchmark of the three strategies (10 seeds each; README "Private tuning"):
-  python -m experiments.tune_benchmark --config=configs/tune.py --seeds=10
+Benchmark of the three strategies (README "Tuning benchmark"):
+  python -m experiments.tune_benchmark --config=configs/tune.py --seeds=20 \
+      --trials=8
 """
 
 from configs import base

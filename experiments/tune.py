@@ -3,10 +3,12 @@
   python -m experiments.tune --config=configs/tune.py --workdir=/tmp/tune \\
       --strategy={random,grid,qiea} --trials=8 [--shape=1] [--seed=0]
 
-Prints one line per trial (its candidate, σ and noisy validation score), the
-released configuration with its test accuracy, and the total (ε, δ) of the
-search. Writes <workdir>/tune.json. The last line printed is one JSON object
-with best_accuracy, epsilon_total, epsilon_per_trial, trials and strategy.
+Prints one line per trial of grid and qiea (its candidate, σ and noisy
+score; random search shows only what it releases), the released
+configuration with its test accuracy, and the total (ε, δ) of the search.
+Writes <workdir>/tune.json. The last line printed is one JSON object with
+best_accuracy, epsilon_total, epsilon_per_trial, trials (E[K] for random
+search) and strategy.
 Exit status 0, or 2 for bad input.
 """
 
@@ -38,19 +40,17 @@ _TRIALS = flags.DEFINE_integer('trials', _DEFAULTS.trials,
 _SHAPE = flags.DEFINE_float('shape', _DEFAULTS.shape, 'random: η of the '
                             'truncated negative binomial number of trials '
                             '(1 = geometric; inf = Poisson).')
-_VAL_FRACTION = flags.DEFINE_float('validation_fraction',
-                                   _DEFAULTS.validation_fraction,
-                                   'Share of the training split that scores.')
-_VAL_NOISE = flags.DEFINE_float('validation_noise', _DEFAULTS.validation_noise,
-                                'σ_v of the noisy count of correct '
-                                'validation predictions.')
+_SCORE_NOISE = flags.DEFINE_float('score_noise', _DEFAULTS.score_noise,
+                                  'σ_s of each trial\'s noisy count of '
+                                  'correct training predictions.')
 _POPULATION = flags.DEFINE_integer('population', _DEFAULTS.population,
                                    'qiea: individuals per generation.')
 _DELTA_THETA = flags.DEFINE_float('qiea_delta_theta',
                                   _DEFAULTS.qiea_delta_theta,
                                   'qiea: rotation step, in units of π.')
 _SEED = flags.DEFINE_integer('seed', None, 'Search seed (default: the '
-                             'config\'s seed).')
+                             'config\'s seed); with dp.secure_noise it seeds '
+                             'the initialisations only.')
 _SPACE = {name: flags.DEFINE_list(
     name, [f'{v:g}' for v in getattr(run.SearchSpace(), name)],
     f'Candidate values of {name}.') for name in run.SPACE_NAMES}
@@ -74,16 +74,14 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   settings = run.TuneSettings(
       strategy=_STRATEGY.value, trials=_TRIALS.value, shape=_SHAPE.value,
-      validation_fraction=_VAL_FRACTION.value,
-      validation_noise=_VAL_NOISE.value, population=_POPULATION.value,
+      score_noise=_SCORE_NOISE.value, population=_POPULATION.value,
       qiea_delta_theta=_DELTA_THETA.value)
   config = _CONFIG.value
   seed = config.seed if _SEED.value is None else _SEED.value
   log = lambda line: print(line, flush=True)
   try:
     run.check(settings)
-    tuner = run.Tuner(config, settings.validation_fraction,
-                      settings.validation_noise, _space())
+    tuner = run.Tuner(config, settings.score_noise, _space())
     results = tuner.search(settings, seed, log=log)
   except ConfigError as e:
     print(f'error: {e}', file=sys.stderr)

@@ -6,7 +6,9 @@
 Prints a line per search, then a Markdown table: per strategy the total and
 per-trial ε, and the released model's test accuracy (mean ± 95% CI over the
 seeds, and the paired difference to random search). The last line printed
-is one JSON object with the rows.
+is one JSON object with the rows. It evaluates the strategies and releases
+nothing: it shows what a release keeps hidden (random search's K), and
+runs many searches on the same data.
 """
 
 import json
@@ -45,8 +47,7 @@ def main(argv):
     for s in settings:
       run.check(s)
     defaults = run.TuneSettings()
-    tuner = run.Tuner(_CONFIG.value, defaults.validation_fraction,
-                      defaults.validation_noise)
+    tuner = run.Tuner(_CONFIG.value, defaults.score_noise)
   except ConfigError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

@@ -53,7 +53,8 @@ def run(num_steps: int = 10_000, reference_steps: int = 200, q: float = 0.01,
   ref_s, same_orders = _best_of(1, lambda: _dp_accounting(q, head, delta,
                                                           sgm.ORDERS))
   _, default_orders = _best_of(1, lambda: _dp_accounting(q, head, delta))
-  pieces = np.repeat(cosine_sigmas(10, start, end), num_steps // 10)
+  bounds = np.linspace(0, num_steps, 11).round().astype(int)
+  pieces = np.repeat(cosine_sigmas(10, start, end), np.diff(bounds))
   grouped_s, grouped_eps = _best_of(3, lambda: fast(pieces))
   return {
       'num_steps': num_steps, 'q': q, 'sigma_start': start,

@@ -20,7 +20,8 @@ multiplier σ has r / σ. So choosing
 
 makes the step *exactly* as private as a fixed-C step with multiplier σ:
 the gradient noise pays for the count, and the DpEvent is unchanged. (Andrew
-et al. 2021, Theorem 1, split σ the same way for their centred count.)
+et al. 2021, Theorem 1, split σ likewise for their centred count of
+sensitivity ½; this count is uncentred, sensitivity 1, so σ_b buys less.)
 C_t itself is a function of earlier releases only: public post-processing.
 """
 
@@ -120,8 +121,10 @@ def add_noise_and_adapt(gradient_noise_multipliers: np.ndarray,
   def update_fn(clipped_sum, state, params=None, *, unclipped_count, **extra):
     del params, extra
     step_key = jax.random.fold_in(state.key, state.step)
-    std = noise.factor_at(gradient_noise_multipliers,
-                          state.step) * state.clip_norm
+    # The float32 product may round down by half an ulp: the multipliers
+    # were rounded up by two (gradient_noise_multipliers).
+    std = noise.value_at(gradient_noise_multipliers,
+                         state.step) * state.clip_norm
     grad_noise = noise.gaussian_like(clipped_sum, step_key, std)
     mean = jax.tree_util.tree_map(lambda s, z: (s + z) / b, clipped_sum,
                                   grad_noise)

@@ -155,6 +155,22 @@ def _close(recorded, computed: float) -> bool:
                       abs_tol=1e-12)
 
 
+def _matches_pieces(segment: dict, pieces: list) -> bool:
+  """Whether executions first .. first + count − 1 of `segment` all have
+  its event in the planned `pieces`."""
+  try:
+    first, count = int(segment['first']), int(segment['count'])
+  except (KeyError, TypeError, ValueError):
+    return False
+  start = 0
+  for i, (size, event) in enumerate(pieces):
+    end = math.inf if i == len(pieces) - 1 else start + size
+    if start <= first < end:
+      return segment.get('event') == event and first + count <= end
+    start = end
+  return False
+
+
 def verify(path: str, anchor: Optional[dict] = None) -> Report:
   """Checks the ledger at `path`; raises LedgerError at the first bad line.
 
@@ -187,8 +203,9 @@ def verify(path: str, anchor: Optional[dict] = None) -> Report:
             settings['neighboring_relation'].upper()]
         accountant, delta = settings['accountant'], settings['delta']
         step_event = data['step_event']
-        # A noise schedule's runs have one step event per piece.
-        step_events = data.get('step_events', [step_event])
+        # [(count, event)] of the planned steps (a noise schedule's pieces;
+        # the last one continues past the plan). Older ledgers: one event.
+        pieces = data.get('step_pieces', [[1, step_event]])
         # Releases before step 1, if any. A later run_start (a start that
         # failed before its first checkpoint, so nothing derived from its
         # release was kept) replaces an earlier one's.
@@ -205,9 +222,9 @@ def verify(path: str, anchor: Optional[dict] = None) -> Report:
                           'privacy settings ask for')
       epsilon = event_history.epsilon([], accountant, relation, delta, setup)
     done = event_history.executions(segments)
-    if entry['kind'] == 'segment' and data.get('event') not in step_events:
-      raise LedgerError(number, 'its DpEvent is not a step event the run '
-                        'started with')
+    if entry['kind'] == 'segment' and not _matches_pieces(data, pieces):
+      raise LedgerError(number, 'its DpEvent is not the step event the run '
+                        'planned for those executions')
     if entry['kind'] != 'segment' and 'executed' in data and (
         data['executed'] > done
         or (entry['kind'] == 'final' and data['executed'] != done)):

@@ -183,12 +183,13 @@ class DpMechanism:
     """Adaptive clipping: σ_Δ of each planned step ([1] for a constant σ)."""
     sigmas = self.noise_multiplier * (
         np.ones(1) if self.schedule.is_constant
-        else self.schedule.step_factors(self.num_steps).astype(np.float64))
+        else self.schedule.step_factors(self.num_steps))
     values = {s: adaptive_clipping.gradient_noise_multiplier(
         s, self.adaptive.count_noise, self.neighboring_relation)
               for s in np.unique(sigmas)}
-    # Rounded up to float32: never less noise than accounted.
-    return np.nextafter(np.array([values[s] for s in sigmas], np.float32),
+    # Rounded up to float32, then one more ulp for the float32 product
+    # with C_t: never less noise than accounted.
+    return np.nextafter(noise.round_up_f32([values[s] for s in sigmas]),
                         np.float32(np.inf))
 
   def noise_transform(self, seed: int):

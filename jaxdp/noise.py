@@ -53,16 +53,22 @@ def gaussian_like(tree, key: jax.Array, std: float):
   return jax.tree_util.tree_unflatten(treedef, noise)
 
 
-def factor_at(step_factors: Optional[np.ndarray], step: jax.Array):
-  """f(step) of a schedule's per-step factors (1 without a schedule).
+def round_up_f32(values) -> np.ndarray:
+  """`values` as float32, rounded up where float32 would round down: the
+  noise drawn is never below the std the accountant was told."""
+  exact = np.asarray(values, np.float64)
+  out = exact.astype(np.float32)
+  return np.where(out < exact, np.nextafter(out, np.float32(np.inf)), out)
+
+
+def value_at(per_step: np.ndarray, step: jax.Array) -> jax.Array:
+  """per_step[step] of a schedule's per-step values ([1]: a constant).
 
   Past the last planned step (a run extended after rollbacks) the last
-  factor holds, as the accountant assumes.
+  value holds, as the accountant assumes.
   """
-  if step_factors is None:
-    return 1.0
-  factors = jnp.asarray(step_factors, jnp.float32)
-  return factors[jnp.minimum(step, factors.shape[0] - 1)]
+  values = jnp.asarray(per_step, jnp.float32)
+  return values[jnp.minimum(step, values.shape[0] - 1)]
 
 
 def add_noise_and_normalize(noise_std: float, expected_batch_size: float,
@@ -87,6 +93,8 @@ def add_noise_and_normalize(noise_std: float, expected_batch_size: float,
   if expected_batch_size <= 0:
     raise ValueError(
         f'expected_batch_size must be > 0, got {expected_batch_size}')
+  stds = round_up_f32(noise_std * (np.ones(1) if step_factors is None else
+                                   np.asarray(step_factors, np.float64)))
 
   def init_fn(params):
     del params
@@ -99,7 +107,7 @@ def add_noise_and_normalize(noise_std: float, expected_batch_size: float,
     if noise_std > 0:
       noise = gaussian_like(clipped_sum, jax.random.fold_in(state.key,
                                                             state.step),
-                            noise_std * factor_at(step_factors, state.step))
+                            value_at(stds, state.step))
       clipped_sum = jax.tree_util.tree_map(jnp.add, clipped_sum, noise)
     mean = jax.tree_util.tree_map(lambda s: s / expected_batch_size,
                                   clipped_sum)

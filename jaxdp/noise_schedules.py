@@ -77,8 +77,8 @@ class NoiseSchedule:
             for a, b, f in zip(bounds[:-1], bounds[1:], factors)]
 
   def step_factors(self, num_steps: int) -> np.ndarray:
-    """f for every step, [num_steps] float32."""
-    out = np.empty(num_steps, np.float32)
+    """f for every step, [num_steps] float64 (the accountant's values)."""
+    out = np.empty(num_steps, np.float64)
     for first, count, factor in self.pieces(num_steps):
       out[first:first + count] = factor
     return out

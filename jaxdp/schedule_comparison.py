@@ -43,9 +43,11 @@ def compare(config, chosen: Sequence[tuple], seeds: Sequence[int],
         results = train_and_evaluate(run, workdir, log=lambda line: None)
       accuracy.append(results['accuracy'])
       first = first or results
+      final_c = (results['history'][-1]['clip_norm'] if results['history']
+                 else None)
       log(f'{name} seed {seed}: accuracy {results["accuracy"]:.4f}, ε '
           f'{results["epsilon"]:.4f}, σ {results["noise_multiplier"]:.4g}, '
-          f'final C {results["history"][-1]["clip_norm"]:.3g}')
+          f'final C {final_c}')
     mean, half = mean_interval(accuracy)
     ratio = fields.get('noise_schedule_final_ratio', 1.0)
     row = {'variant': name, 'seeds': len(accuracy),

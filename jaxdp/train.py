@@ -293,8 +293,8 @@ def _train(config, workdir: str, log, start: float, task: Task) -> dict:
       num_devices=placement.num_devices)
   settings = run_identity.privacy_settings(mechanism, task, config)
   event_json = event_history.event_to_json(mechanism.step_event())
-  piece_events = [event_history.event_to_json(event)
-                  for _, event in mechanism.pieces()]
+  piece_events = [[count, event_history.event_to_json(event)]
+                  for count, event in mechanism.pieces()]
   if meta is not None:
     run_identity.check_resume(meta['privacy'], settings)
   if mechanism.setup_event is not None:
@@ -431,7 +431,7 @@ def _train(config, workdir: str, log, start: float, task: Task) -> dict:
   if meta is None:
     ledger.append('run_start', dict(common, privacy=settings,
                                     step_event=event_json,
-                                    step_events=piece_events,
+                                    step_pieces=piece_events,
                                     setup_event=settings['setup_event'],
                                     planned_steps=mechanism.num_steps))
     # The loss at initialisation is the first baseline for spike detection

@@ -105,7 +105,7 @@ def test_the_noise_of_step_t_has_std_sigma_c_times_f_t():
 
 def test_a_scheduled_run_trains_and_its_ledger_verifies(small_config,
                                                         tmp_path):
-  small_config.dp.noise_schedule = 'step'
+  small_config.dp.noise_schedule = 'linear'
   small_config.dp.noise_schedule_final_ratio = 0.5
   small_config.dp.noise_schedule_segments = 3
   small_config.checkpoint.every_steps = 4  # Checkpoints inside pieces.
@@ -131,3 +131,14 @@ def test_bad_schedule_settings_name_their_field(field, value):
   config.dp[field] = value
   with pytest.raises(ConfigError, match=f'dp.{field}'):
     build_mechanism(config.dp, config.perf, 1437, 100, None, 0)
+
+
+def test_the_ledger_checks_each_segment_against_its_planned_piece():
+  pieces = [[2, {'e': 'A'}], [3, {'e': 'B'}]]
+  ok = lambda first, count, event: ledger_lib._matches_pieces(  # pylint: disable=protected-access
+      {'first': first, 'count': count, 'event': {'e': event}}, pieces)
+  assert ok(0, 2, 'A') and ok(2, 3, 'B')
+  assert ok(4, 10, 'B')  # Past the plan, the last piece continues.
+  assert not ok(1, 2, 'A')  # Crosses into the next piece.
+  assert not ok(2, 1, 'A')  # Another piece's (larger-σ) event.
+  assert not ok(0, 1, 'B')

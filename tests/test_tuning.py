@@ -8,6 +8,7 @@ import sys
 import dp_accounting
 import numpy as np
 import pytest
+from scipy import stats
 from dp_accounting import dp_event
 from dp_accounting import rdp
 
@@ -81,8 +82,8 @@ def test_a_budget_too_small_for_the_scores_is_refused():
     privacy.plan(_ONE_SHAPE, _N, 'composition', 50, 0.05, _DELTA, 0.5)
 
 
-@pytest.mark.parametrize('shape', [1.0, 0.5, 3.0, math.inf])
-def test_the_number_of_random_trials_has_the_accounted_mean(shape):
+@pytest.mark.parametrize('shape', [0.0, 0.5, 1.0, 3.0, math.inf])
+def test_the_number_of_random_trials_has_the_accounted_distribution(shape):
   rng = np.random.default_rng(0)
   draws = np.array([search.draw_trial_count(rng, 6.0, shape)
                     for _ in range(20_000)])
@@ -90,8 +91,27 @@ def test_the_number_of_random_trials_has_the_accounted_mean(shape):
   assert abs(draws.mean() - 6.0) < 5 * standard_error
   if math.isinf(shape):
     assert (draws == 0).any()  # Poisson: K = 0 is possible.
-  else:
-    assert draws.min() >= 1  # Truncated: never zero.
+    return
+  assert draws.min() >= 1  # Truncated: never zero.
+  # Geometric (η = 1) has P(K = k) = γ (1 − γ)^(k−1), γ = 1/mean; the others
+  # follow Papernot & Steinke's definition, checked by a χ² test.
+  pmf = search.trial_count_pmf(6.0, shape, 200)
+  if shape == 1.0:
+    k = np.arange(1, 200)
+    np.testing.assert_allclose(pmf[1:], (1 / 6) * (5 / 6) ** (k - 1),
+                               rtol=1e-9, atol=1e-15)
+  counts = np.bincount(draws, minlength=200)[:200]
+  expected = pmf * len(draws)
+  cells = expected >= 5
+  observed = np.append(counts[cells], counts[~cells].sum())
+  wanted = np.append(expected[cells], expected[~cells].sum())
+  assert stats.chisquare(observed, wanted).pvalue > 1e-4
+
+
+def test_a_single_trial_search_draws_one_trial():
+  rng = np.random.default_rng(0)
+  assert {search.draw_trial_count(rng, 1.0, shape)
+          for shape in (0.5, 1.0, 2.0)} == {1}
 
 
 def test_grid_and_bit_codes_stay_inside_the_space():
@@ -105,10 +125,10 @@ def test_grid_and_bit_codes_stay_inside_the_space():
     assert all(0 <= i < n for i, n in zip(indices, space.sizes()))
 
 
-def _fake_trial(indices, seed):
+def _fake_trial(indices, index):
   # A made-up score that peaks at the largest learning rate and clip norm;
   # the search sees nothing but this number.
-  score = (indices[0] + indices[1]) / 7 + 0.01 * (seed % 7)
+  score = (indices[0] + indices[1]) / 7 + 0.01 * (index % 7)
   return TrialResult(candidate=SearchSpace().candidate(indices),
                      noise_multiplier=1.0, steps=1, score=score,
                      test_accuracy=score)
@@ -120,15 +140,16 @@ def test_each_strategy_releases_its_best_scored_trial(strategy):
   assert result.best is max(result.trials, key=lambda r: r.score)
   if strategy != 'random':
     assert len(result.trials) == 8
-  seeds = {search.trial_seed(3, i) for i in range(len(result.trials))}
-  assert len(seeds) == len(result.trials)  # Fresh noise for every trial.
+  seeds = search.trial_seeds(3, 1000)
+  assert len(set(seeds)) == 1000  # Fresh noise for every trial.
 
 
 def test_the_command_reports_the_total_privacy_of_the_search(tmp_path):
   out = subprocess.run(
       [sys.executable, '-m', 'experiments.tune', '--config=configs/tune.py',
        f'--workdir={tmp_path}', '--strategy=random', '--trials=2',
-       '--shape=1', '--batch_size=256', '--epochs=2', '--seed=0'],
+       '--shape=1', '--batch_size=256', '--epochs=2', '--seed=0',
+       '--learning_rate=0.3,1'],
       capture_output=True, text=True, timeout=300, check=True)
   line = json.loads(out.stdout.strip().splitlines()[-1])
   for key in ('best_accuracy', 'epsilon_total', 'epsilon_per_trial',
@@ -137,11 +158,11 @@ def test_the_command_reports_the_total_privacy_of_the_search(tmp_path):
   assert line['strategy'] == 'random'
   assert line['epsilon_total'] <= 4.0  # configs/tune.py's budget.
   assert line['epsilon_per_trial'] < line['epsilon_total']
-  assert line['trials'] == out.stdout.count('(noisy validation accuracy)')
-  # Random search shows no score but the released one.
-  assert out.stdout.count('score withheld') == line['trials']
-  if line['trials']:
-    assert 0.0 <= line['best_accuracy'] <= 1.0
+  # Random search releases the best trial alone: no trial lines, and the
+  # trial count reported is the mean the accountant assumed, not K.
+  assert 'trial 1:' not in out.stdout
+  assert line['trials'] == 2
+  assert 0.0 <= line['best_accuracy'] <= 1.0
   saved = json.loads((tmp_path / 'tune.json').read_text())
   assert saved['epsilon_total'] == line['epsilon_total']
 
@@ -149,11 +170,12 @@ def test_the_command_reports_the_total_privacy_of_the_search(tmp_path):
 class _FakeTuner:
   """Searches without training: the accuracy is a function of the seed."""
 
-  def search(self, settings, seed):
+  def search_with_trials(self, settings, seed):
     accuracy = {'random': 0.80, 'grid': 0.85, 'qiea': 0.83}[settings.strategy]
-    return {'best_accuracy': accuracy + 0.01 * seed, 'trials': 8,
-            'epsilon_total': 3.99, 'epsilon_per_trial': 1.3,
-            'accounting': search.accounting_of(settings.strategy)}
+    return ({'best_accuracy': accuracy + 0.01 * seed, 'trials': 8,
+             'epsilon_total': 3.99, 'epsilon_per_trial': 1.3,
+             'accounting': search.accounting_of(settings.strategy)},
+            search.SearchResult(settings.strategy, [None] * 8, None))
 
 
 def test_the_comparison_pairs_each_strategy_with_random_by_seed():

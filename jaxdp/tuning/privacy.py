@@ -1,11 +1,11 @@
 """What tuning spends: per-trial σ and the total (ε, δ), tuning included.
 
 A trial trains one candidate with DP-SGD (Poisson sampling, q = B / N, steps
-= ceil(epochs / q)) and releases its validation score as a noisy count of
-correct predictions (sensitivity 1, Gaussian noise σ_v). Its RDP at order α
-is
+= ceil(epochs / q)) and releases its score, a noisy count of correct
+predictions on the same data (sensitivity 1, Gaussian noise σ_s). Its RDP at
+order α is
 
-    steps · RDP_SGM(q, σ; α) + α / (2 σ_v²).
+    steps · RDP_SGM(q, σ; α) + α / (2 σ_s²).
 
 Candidates differ in q and steps, so a trial's RDP is bounded by the maximum
 over the space at every order (the candidate is drawn or chosen without
@@ -39,25 +39,25 @@ ACCOUNTINGS = ('composition', 'repeat_and_select')
 
 
 def trial_rdp(q: float, steps: int, sigma: float,
-              validation_noise: float) -> np.ndarray:
-  """RDP of one trial (training, then its noisy validation count)."""
+              score_noise: float) -> np.ndarray:
+  """RDP of one trial (training, then its noisy count of correct ones)."""
   return (steps * sgm.poisson_gaussian_rdp(q, sigma)
-          + sgm.ORDERS / (2.0 * validation_noise ** 2))
+          + sgm.ORDERS / (2.0 * score_noise ** 2))
 
 
-def _trial_epsilons(qs, steps, sigmas, validation_noise, delta):
+def _trial_epsilons(qs, steps, sigmas, score_noise, delta):
   rdps = (np.asarray(steps)[:, None] * sgm.poisson_gaussian_rdp(
       np.asarray(qs)[:, None], np.asarray(sigmas)[:, None])[:, 0, :]
-          + sgm.ORDERS / (2.0 * validation_noise ** 2))
+          + sgm.ORDERS / (2.0 * score_noise ** 2))
   return np.array([sgm.epsilon(r, delta)[0] for r in rdps])
 
 
-def calibrate_sigmas(qs, steps, validation_noise: float, epsilon_trial: float,
+def calibrate_sigmas(qs, steps, score_noise: float, epsilon_trial: float,
                      delta: float) -> np.ndarray:
   """Per candidate, the smallest σ (to 0.1%) whose trial ε ≤ epsilon_trial;
-  inf where the validation release alone exceeds it. Vectorised over the
+  inf where the score's release alone exceeds it. Vectorised over the
   candidates' (q, steps)."""
-  eps = lambda s: _trial_epsilons(qs, steps, s, validation_noise, delta)
+  eps = lambda s: _trial_epsilons(qs, steps, s, score_noise, delta)
   lo, hi = np.full(len(qs), 0.05), np.ones(len(qs))
   for _ in range(20):  # Grow the bracket to σ = 2^20 at most.
     over = eps(hi) > epsilon_trial
@@ -106,7 +106,7 @@ class Plan:
 
 
 def plan(space, num_examples: int, accounting: str, trials: float,
-         target_epsilon: float, delta: float, validation_noise: float,
+         target_epsilon: float, delta: float, score_noise: float,
          shape: float = 1.0) -> Plan:
   """Calibrates every candidate's σ so the whole search meets the target.
 
@@ -117,7 +117,7 @@ def plan(space, num_examples: int, accounting: str, trials: float,
     trials: T, or the mean number of trials for repeat_and_select.
     target_epsilon: the total ε the search must not exceed, at `delta`.
     delta: δ of the total guarantee.
-    validation_noise: σ_v of each trial's noisy validation count.
+    score_noise: σ_s of each trial's noisy count of correct predictions.
     shape: η of the truncated negative binomial (inf: Poisson).
 
   Returns:
@@ -138,11 +138,11 @@ def plan(space, num_examples: int, accounting: str, trials: float,
   steps = [shapes[k][1] for k in keys]
 
   def spend(epsilon_trial: float):
-    sigmas = dict(zip(keys, calibrate_sigmas(qs, steps, validation_noise,
+    sigmas = dict(zip(keys, calibrate_sigmas(qs, steps, score_noise,
                                              epsilon_trial, delta).tolist()))
     if not all(math.isfinite(s) for s in sigmas.values()):
       return math.inf, sigmas, None
-    worst = np.max([trial_rdp(q, steps, sigmas[k], validation_noise)
+    worst = np.max([trial_rdp(q, steps, sigmas[k], score_noise)
                     for k, (q, steps) in shapes.items()], axis=0)
     total = sgm.epsilon(total_rdp(worst, accounting, trials, shape),
                         delta)[0]
@@ -165,8 +165,8 @@ def plan(space, num_examples: int, accounting: str, trials: float,
     raise ConfigError(
         'target_epsilon',
         f'ε={target_epsilon} cannot pay for {trials:g} trials with '
-        f'validation noise σ_v={validation_noise}',
-        'raise the target ε, run fewer trials, or add validation noise')
+        f'score noise σ_s={score_noise}',
+        'raise the target ε, run fewer trials, or raise --score_noise')
   total, sigmas, per_trial = best
   return Plan(epsilon_per_trial=per_trial, epsilon_total=total, delta=delta,
               sigmas=sigmas, steps={k: s for k, (_, s) in shapes.items()},

@@ -12,6 +12,7 @@ from typing import Callable
 
 from jaxdp import data
 from jaxdp.errors import ConfigError
+from jaxdp.mechanism import secure_seed
 from jaxdp.quantum import qiea
 from jaxdp.tuning import privacy
 from jaxdp.tuning import search as search_lib
@@ -27,10 +28,9 @@ class TuneSettings:
   strategy: str = 'random'
   trials: int = 8  # T, or E[K] for random.
   shape: float = 1.0  # η of K's distribution (random); inf = Poisson.
-  validation_fraction: float = 0.2
-  # σ_v, in examples, on the correct count (3.5% of accuracy on the 287
-  # validation digits).
-  validation_noise: float = 10.0
+  # σ_s, in examples, on each trial's count of correct training
+  # predictions (0.7% of accuracy on the 1,437 training digits).
+  score_noise: float = 10.0
   population: int = 2  # QIEA individuals.
   # QIEA rotation step in units of π. Han & Kim's 0.01 needs ~25
   # generations to commit a bit; a search of a few generations needs more.
@@ -48,12 +48,9 @@ def check(settings: TuneSettings) -> None:
   if not settings.shape >= 0:
     raise ConfigError('--shape', f'must be >= 0 (or inf), got '
                       f'{settings.shape}', 'use 1 (geometric) or inf')
-  if not 0 < settings.validation_fraction < 1:
-    raise ConfigError('--validation_fraction', 'must be in (0, 1), got '
-                      f'{settings.validation_fraction}', 'use e.g. 0.2')
-  if not settings.validation_noise > 0:
-    raise ConfigError('--validation_noise', 'must be > 0 (the score is '
-                      f'released), got {settings.validation_noise}',
+  if not settings.score_noise > 0:
+    raise ConfigError('--score_noise', 'must be > 0 (the score is '
+                      f'released), got {settings.score_noise}',
                       'use e.g. 10 (examples)')
   if settings.strategy == 'qiea' and not (
       1 <= settings.population <= settings.trials):
@@ -73,16 +70,16 @@ def planned_trials(settings: TuneSettings, space: SearchSpace) -> float:
 class Tuner:
   """One dataset, one compiled step, any number of searches."""
 
-  def __init__(self, config, validation_fraction: float,
-               validation_noise: float, space: SearchSpace = SearchSpace()):
+  def __init__(self, config, score_noise: float,
+               space: SearchSpace = SearchSpace()):
     if config.dp.target_epsilon is None or math.isinf(
         config.dp.target_epsilon):
       raise ConfigError('dp.target_epsilon', 'tuning needs a total budget',
                         'set dp.target_epsilon (the whole search\'s ε)')
     self.config, self.space = config, space
     self.runner = TrialRunner(config, data.load_dataset(config.data),
-                              validation_fraction, validation_noise)
-    self.validation_noise = validation_noise
+                              score_noise)
+    self.score_noise = score_noise
     self._plans = {}
 
   def plan(self, settings: TuneSettings) -> privacy.Plan:
@@ -93,42 +90,71 @@ class Tuner:
           self.space, self.runner.num_train,
           search_lib.accounting_of(settings.strategy), key[1],
           self.config.dp.target_epsilon, self.config.dp.delta,
-          self.validation_noise, settings.shape)
+          self.score_noise, settings.shape)
     return self._plans[key]
 
   def search(self, settings: TuneSettings, seed: int,
              log: Callable[[str], None] = lambda line: None) -> dict:
-    """Runs one search; the results, with the total ε."""
+    """Runs one search; the results to release, with the total ε."""
+    return self.search_with_trials(settings, seed, log)[0]
+
+  def search_with_trials(self, settings: TuneSettings, seed: int,
+                         log: Callable[[str], None] = lambda line: None
+                         ) -> tuple:
+    """(results, SearchResult): the release and every trial behind it.
+
+    The SearchResult (all trials, and so K) is for benchmarks, which
+    evaluate the method; for random search it is not part of the release.
+
+    `seed` seeds the search (its draws, K, every trial's noise and
+    sampler) unless `dp.secure_noise`: then those come from the operating
+    system's entropy, and `seed` only initialises the models. As for a
+    training run, a seed that decides the noise must be kept as secret as
+    the data.
+    """
     check(settings)
     plan = self.plan(settings)
+    secure = bool(self.config.dp.secure_noise)
+    search_seed = secure_seed() if secure else seed
+    budget = 4 * int(plan.trials) + 64  # Seeds for every trial K may need.
+    init_seeds = search_lib.trial_seeds(seed, budget)
+    privacy_seeds = search_lib.trial_seeds(search_seed, budget)
 
-    def run_trial(indices, trial_seed):
+    def run_trial(indices, index):
+      if index >= len(init_seeds):
+        init_seeds.extend(search_lib.trial_seeds(seed, 2 * index)[index:])
+        privacy_seeds.extend(
+            search_lib.trial_seeds(search_seed, 2 * index)[index:])
       candidate = self.space.candidate(indices)
-      sigma = plan.sigmas[(candidate['batch_size'], candidate['epochs'])]
-      return self.runner.run(candidate, sigma, trial_seed)
+      key = (candidate['batch_size'], candidate['epochs'])
+      return self.runner.run(candidate, plan.sigmas[key], plan.steps[key],
+                             init_seeds[index], privacy_seeds[index])
 
     result = search_lib.search(
-        run_trial, self.space, settings.strategy, settings.trials, seed,
-        shape=settings.shape, population=settings.population,
+        run_trial, self.space, settings.strategy, settings.trials,
+        search_seed, shape=settings.shape, population=settings.population,
         qiea_config=qiea.QieaConfig(
             delta_theta=settings.qiea_delta_theta * math.pi), log=log)
     best = result.best
-    return {
+    out = {
         'strategy': settings.strategy,
         'best_accuracy': None if best is None else best.test_accuracy,
-        'best_validation_score': None if best is None else best.score,
+        'best_score': None if best is None else best.score,
         'best_config': None if best is None else dict(
             best.candidate, noise_multiplier=best.noise_multiplier,
             steps=best.steps),
         'epsilon_total': plan.epsilon_total,
         'epsilon_per_trial': plan.epsilon_per_trial,
         'delta': plan.delta,
-        'trials': len(result.trials),
-        'planned_trials': plan.trials,
+        # What the accountant was told: E[K] for random search (K itself
+        # is not released), the trials run otherwise.
+        'trials': plan.trials,
         'accounting': plan.accounting,
-        'seed': seed,
+        'secure_noise': secure,
+        'seed': None if secure else seed,
         'privacy_plan': plan.to_json(),
     }
+    return out, result
 
 
 def describe(results: dict) -> str:
@@ -139,5 +165,11 @@ def describe(results: dict) -> str:
               f'{results["best_accuracy"]:.4f}')
   return (f'{released}\nprivacy of the whole search: ε = '
           f'{results["epsilon_total"]:.4f} at δ = {results["delta"]:g} '
-          f'({results["trials"]} trials, {results["accounting"]}; one trial '
+          f'({_trials_text(results)}, {results["accounting"]}; one trial '
           f'spends ε = {results["epsilon_per_trial"]:.4f})')
+
+
+def _trials_text(results: dict) -> str:
+  if results['strategy'] == 'random':
+    return f'a hidden number of trials, {results["trials"]:g} on average'
+  return f'{results["trials"]:g} trials'

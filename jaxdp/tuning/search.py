@@ -10,18 +10,21 @@
   generation's Q-bits rotate toward the best scores seen, so later trials
   depend on earlier scores and the trials compose.
 
-Only noisy validation scores steer any strategy. Random search prints no
-score but the released one's: the repeat-and-select bound covers the best
-trial's output alone (K itself is drawn independently of the data).
+Only noisy scores steer any strategy. Random search shows nothing but the
+released trial: the repeat-and-select bound covers the best trial's output
+alone, with the number of trials K hidden (given K = k, the best of k
+trials can cost up to k trials' privacy). The wall time of a search still
+grows with K: a timing side channel this code does not close.
 """
 
 import dataclasses
 import math
 from typing import Callable, Optional
 
+from dp_accounting.rdp import rdp_privacy_accountant
 import jax
 import numpy as np
-from dp_accounting.rdp import rdp_privacy_accountant
+from scipy import special
 
 from jaxdp.quantum import qiea
 from jaxdp.tuning.space import SearchSpace
@@ -38,31 +41,55 @@ def accounting_of(strategy: str) -> str:
   return 'repeat_and_select' if strategy == 'random' else 'composition'
 
 
-def trial_seed(seed: int, index: int) -> int:
-  """A distinct privacy seed (noise, sampler, initialisation) per trial."""
-  return int(np.random.SeedSequence([seed, _TRIAL_STREAM, index])
-             .generate_state(1)[0] & 0x7FFFFFFF)
+def trial_seeds(seed: int, count: int) -> list:
+  """Distinct 31-bit seeds, one per trial, from the search's seed."""
+  out, seen, i = [], set(), 0
+  while len(out) < count:
+    value = int(np.random.SeedSequence([seed, _TRIAL_STREAM, i])
+                .generate_state(1)[0] & 0x7FFFFFFF)
+    i += 1
+    if value not in seen:  # A repeat would reuse a trial's noise.
+      seen.add(value)
+      out.append(value)
+  return out
+
+
+def trial_count_pmf(mean: float, shape: float, size: int) -> np.ndarray:
+  """P(K = k) for k = 0 .. size − 1 of the truncated negative binomial
+  (Papernot & Steinke 2022, Definition 1) with this mean and shape η > 0:
+  P(K = k) ∝ (1 − γ)^k · Γ(k + η) / (Γ(η) k!) for k ≥ 1, 0 for k = 0, γ
+  from dp-accounting's inversion of the mean (its accountant's parameter);
+  for η = 0 the logarithmic distribution, P(K = k) ∝ (1 − γ)^k / k."""
+  gamma = rdp_privacy_accountant._gamma_truncated_negative_binomial(  # pylint: disable=protected-access
+      shape, mean)
+  k = np.arange(1, size)
+  if shape == 0:
+    log_p = k * np.log1p(-gamma) - np.log(k)
+  else:
+    log_p = (k * np.log1p(-gamma) + special.gammaln(k + shape)
+             - special.gammaln(shape) - special.gammaln(k + 1))
+  p = np.exp(log_p - log_p.max())
+  return np.concatenate([[0.0], p / p.sum()])
 
 
 def draw_trial_count(rng: np.random.Generator, mean: float,
                      shape: float) -> int:
-  """K for random search: truncated negative binomial(η, γ) with the given
-  mean (γ from dp-accounting's inversion), or Poisson(mean) for η = inf.
-
-  The truncated negative binomial is NB(η, γ) (failures before the η-th
-  success, success probability γ) conditioned on K ≥ 1 (Papernot & Steinke
-  2022, Definition 1); drawn by rejection of zeros.
-  """
+  """K for random search, from the distribution the accountant assumes:
+  Poisson(mean) for η = inf (K = 0 possible), otherwise the truncated
+  negative binomial (or logarithmic, η = 0) of `trial_count_pmf`, drawn by
+  inverting its CDF (its tail beyond the table is below 1e-12)."""
   if math.isinf(shape):
     return int(rng.poisson(mean))
-  gamma = rdp_privacy_accountant._gamma_truncated_negative_binomial(  # pylint: disable=protected-access
-      shape, mean)
-  if shape == 0:  # Logarithmic: P(K = k) ∝ (1 − γ)^k / k.
-    return int(rng.logseries(1 - gamma))
-  while True:
-    k = int(rng.negative_binomial(shape, gamma))
-    if k >= 1:
-      return k
+  if mean <= 1.0:
+    return 1  # K ≥ 1 with mean 1: always one trial.
+  size = 64
+  while True:  # Grow the table until its last entry is negligible.
+    pmf = trial_count_pmf(mean, shape, size)
+    if pmf[-1] < 1e-15 and pmf[-size // 2:].sum() < 1e-12:
+      break
+    size *= 2
+  return int(np.searchsorted(np.cumsum(pmf), rng.random() * pmf.sum(),
+                             side='right'))
 
 
 @dataclasses.dataclass
@@ -72,7 +99,7 @@ class SearchResult:
   best: Optional[TrialResult]  # The released one (None: K = 0).
 
 
-def search(run_trial: Callable[[dict, int], TrialResult], space: SearchSpace,
+def search(run_trial: Callable[[tuple, int], TrialResult], space: SearchSpace,
            strategy: str, trials: float, seed: int, shape: float = 1.0,
            population: int = 2,
            qiea_config: qiea.QieaConfig = qiea.QieaConfig(),
@@ -80,8 +107,9 @@ def search(run_trial: Callable[[dict, int], TrialResult], space: SearchSpace,
   """Runs one search; `run_trial(candidate indices, trial seed)` trains.
 
   Args:
-    run_trial: trains one candidate (given as indices into `space`) with a
-      privacy seed, returns its TrialResult (its `score` is noisy).
+    run_trial: trains one candidate (given as indices into `space`); its
+      second argument is the trial's index (for its seeds); returns its
+      TrialResult (its `score` is noisy).
     space: the candidates.
     strategy: random | grid | qiea.
     trials: T (grid: at most T; qiea: P × floor(T / P)); random: E[K].
@@ -89,20 +117,23 @@ def search(run_trial: Callable[[dict, int], TrialResult], space: SearchSpace,
     shape: η of K's distribution (random only).
     population: P, the QIEA population.
     qiea_config: the QIEA constants.
-    log: receives a line per trial.
+    log: receives a line per trial (none for random search: its trials,
+      their scores and their number stay hidden; only the best is
+      released).
   """
   rng = np.random.default_rng([seed, _SEARCH_STREAM])
   done = []
 
   def run(indices) -> float:
-    result = run_trial(indices, trial_seed(seed, len(done)))
+    result = run_trial(indices, len(done))
     done.append(result)
-    # Repeat-and-select covers releasing the best trial only: the other
-    # trials' scores stay hidden. Composition covers every score.
-    score = ('withheld (random search releases only the best)'
-             if strategy == 'random' else f'{result.score:.4f}')
-    log(f'trial {len(done)}: {result.candidate} σ={result.noise_multiplier:.3g}'
-        f' score {score} (noisy validation accuracy)')
+    # Repeat-and-select covers the best trial's output alone, with K
+    # hidden (revealing K, or any other trial, is not covered).
+    # Composition covers every trial.
+    if strategy != 'random':
+      log(f'trial {len(done)}: {result.candidate} '
+          f'σ={result.noise_multiplier:.3g} score {result.score:.4f} (noisy '
+          'training accuracy)')
     return result.score
 
   if strategy == 'random':

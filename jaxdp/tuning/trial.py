@@ -1,19 +1,24 @@
 """One tuning trial: train a candidate with DP-SGD, release a noisy score.
 
-The private training split is cut once, by a fixed public rule (a
-permutation from a constant seed, independent of the data), into the examples
-trials train on and a validation part that scores them. A trial's score is
-the count of correct validation predictions plus N(0, σ_v²) (sensitivity 1),
-divided by the (public) size of the validation part. The test split is never
-used to choose: it only reports the released model's accuracy.
+A trial trains on the whole private training split and is scored on the
+same split: its score is the count of correct predictions plus N(0, σ_s²)
+(sensitivity 1: one example adds, removes or changes one prediction),
+divided by N (public, as it is for q = B / N). Scoring on the training data
+needs no split of it: a split by any rule that depends on N or on the other
+examples would move many examples between the parts when one is added or
+removed, and the trial would no longer be the mechanism accounted. (A DP
+model's training accuracy tracks its test accuracy closely.) The test split
+is never used to choose: it only reports the released model's accuracy.
 
-Each trial builds its own mechanism (`build_mechanism`: sampler, C, σ,
-expected batch size) and runs exactly its accounted steps in a lean loop (no
-checkpoints or ledger), like the audit's trainer.
+Each trial builds its own mechanism (`build_mechanism`: Poisson sampler, C,
+σ, expected batch size), checks that it is the one `tuning.privacy`
+accounted, and runs exactly its steps in a lean loop (no checkpoints or
+ledger), like the audit's trainer.
 """
 
 import dataclasses
 
+import dp_accounting
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,34 +27,20 @@ import optax
 from jaxdp import image_task
 from jaxdp import models
 from jaxdp import noise
+from jaxdp import private_releases
 from jaxdp import sharding
 from jaxdp import steps as steps_lib
 from jaxdp.data.dataset import Dataset
 from jaxdp.errors import ConfigError
+from jaxdp.mechanism import DpMechanism
 from jaxdp.mechanism import build_mechanism
 from jaxdp.mechanism import clipped_grad_sum
 from jaxdp.mechanism import noise_key
 from jaxdp.train import INIT_STREAM
 from jaxdp.train import _batch_arrays
 
-# The public permutation that cuts off the validation part.
-SPLIT_SEED = 0x5B17
-# Separates the validation count's noise from the trial's other streams.
-VALIDATION_STREAM = 0x7A1
-
-
-def split_validation(dataset: Dataset, fraction: float) -> tuple:
-  """(trials' dataset whose 'test' split is the validation part, the real
-  test images, the real test labels)."""
-  order = np.random.default_rng(SPLIT_SEED).permutation(dataset.num_train)
-  cut = int(round(fraction * dataset.num_train))
-  val, train = order[:cut], order[cut:]
-  inner = dataclasses.replace(
-      dataset, train_images=dataset.train_images[train],
-      train_labels=dataset.train_labels[train],
-      test_images=dataset.train_images[val],
-      test_labels=dataset.train_labels[val])
-  return inner, dataset.test_images, dataset.test_labels
+# Separates the score's noise from the trial's other streams.
+SCORE_STREAM = 0x7A1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,13 +48,42 @@ class TrialResult:
   candidate: dict
   noise_multiplier: float
   steps: int
-  score: float  # Noisy validation accuracy: the released score.
+  score: float  # Noisy training accuracy: the released score.
   test_accuracy: float  # Of this trial's model (reported, never used).
   params: object = dataclasses.field(repr=False, default=None)
 
 
+def check_config(config) -> None:
+  """Raises ConfigError for settings a tuning trial does not run as set."""
+  dp, opt = config.dp, config.optimizer
+  if dp.sampler != 'poisson':
+    raise ConfigError('dp.sampler', f'tuning accounts Poisson sampling, got '
+                      f'{dp.sampler!r}', 'use dp.sampler=poisson')
+  if dp.noise_schedule != 'constant' or dp.adaptive_clip_quantile != 0:
+    raise ConfigError('dp.noise_schedule' if dp.noise_schedule != 'constant'
+                      else 'dp.adaptive_clip_quantile',
+                      'tuning trials use a constant σ and a fixed C',
+                      'leave the schedule constant and adaptive clipping off')
+  if private_releases.setup_event(dp) is not None:
+    raise ConfigError('dp.pca_components', 'tuning trials make no releases '
+                      'before training', 'turn DP-PCA and released '
+                      'normalisation off')
+  if config.data.augmult:
+    raise ConfigError('data.augmult', 'tuning trials use one view per '
+                      'example', 'set data.augmult=0')
+  if opt.name not in _OPTIMIZERS:
+    raise ConfigError('optimizer.name', f'tuning supports '
+                      f'{", ".join(_OPTIMIZERS)}, got {opt.name!r}',
+                      'use optimizer.name=sgd or adam for tuning')
+  for field, plain in (('schedule', 'constant'), ('warmup_steps', 0),
+                       ('ema_decay', 0.0), ('weight_decay', 0.0)):
+    if opt[field] != plain:
+      raise ConfigError(f'optimizer.{field}', f'tuning trials do not apply '
+                        f'it (got {opt[field]!r})', f'set it to {plain!r}')
+
+
 class TrialRunner:
-  """Trains candidates on the trials' split and scores them privately.
+  """Trains candidates on the training split and scores them privately.
 
   The step is compiled once per padded batch shape and reused by every
   trial: C, σ·C, the expected batch size and the learning rate are its
@@ -73,19 +93,13 @@ class TrialRunner:
   passed in, its expected batch size divides the noisy sum.
   """
 
-  def __init__(self, config, dataset: Dataset, validation_fraction: float,
-               validation_noise: float):
-    if config.optimizer.name not in _OPTIMIZERS:
-      raise ConfigError('optimizer.name',
-                        f'tuning supports {", ".join(_OPTIMIZERS)}, got '
-                        f'{config.optimizer.name!r}',
-                        'use optimizer.name=sgd or adam for tuning')
+  def __init__(self, config, dataset: Dataset, score_noise: float):
+    check_config(config)
     self.config = config
-    self.dataset, self.test_images, self.test_labels = split_validation(
-        dataset, validation_fraction)
-    self.validation_noise = validation_noise
+    self.dataset = dataset
+    self.score_noise = score_noise
     model = models.build_model(config.model, dataset.num_classes)
-    self.task = image_task.from_dataset(config, self.dataset, model)
+    self.task = image_task.from_dataset(config, dataset, model)
     self.eval_step = steps_lib.make_eval_step(model.apply)
     self.placement = sharding.Placement(sharding.make_mesh(1))
     self.optimizer = _OPTIMIZERS[config.optimizer.name](config.optimizer)
@@ -95,7 +109,7 @@ class TrialRunner:
   def num_train(self) -> int:
     return self.dataset.num_train
 
-  def _train_step(self, params, opt_state, batch, noise_key, step, clip_norm,
+  def _train_step(self, params, opt_state, batch, key, step, clip_norm,
                   noise_std, expected_batch_size):
     # The mechanism's clipped sum (its method; C passed in), then the noise
     # of noise.add_noise_and_normalize: N(0, (σC)²) from fold_in(key, step),
@@ -104,58 +118,78 @@ class TrialRunner:
         self.task.batch_loss, clip_norm, self.config.perf.clipping,
         self.config.perf.microbatch_size)(params, batch['inputs'],
                                           batch['mask'])
-    drawn = noise.gaussian_like(grad_sum, jax.random.fold_in(noise_key, step),
+    drawn = noise.gaussian_like(grad_sum, jax.random.fold_in(key, step),
                                 noise_std)
     mean = jax.tree_util.tree_map(lambda s, z: (s + z) / expected_batch_size,
                                   grad_sum, drawn)
     updates, opt_state = self.optimizer.update(mean, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
 
-  def _config(self, candidate: dict, sigma: float, seed: int):
+  def mechanism(self, candidate: dict, sigma: float,
+                privacy_seed: int) -> DpMechanism:
+    """The trial's coupled sampler, clipping, noise and DpEvent."""
     config = self.config.copy_and_resolve_references()
-    config.seed = seed
     config.dp.batch_size = candidate['batch_size']
     config.dp.clip_norm = candidate['clip_norm']
     config.dp.noise_multiplier = sigma
     config.dp.target_epsilon = None  # Planned by tuning.privacy instead.
-    config.optimizer.learning_rate = candidate['learning_rate']
-    config.train.num_epochs = candidate['epochs']
-    config.train.num_steps = None
-    return config
+    return build_mechanism(config.dp, config.perf, self.num_train, None,
+                           candidate['epochs'], privacy_seed)
 
-  def run(self, candidate: dict, sigma: float, seed: int) -> TrialResult:
-    """Trains `candidate` with noise multiplier `sigma`; scores it."""
-    config = self._config(candidate, sigma, seed)
-    mechanism = build_mechanism(config.dp, config.perf, self.num_train, None,
-                                config.train.num_epochs, seed)
-    if mechanism.adaptive is not None or not mechanism.schedule.is_constant:
-      raise ConfigError('dp.noise_schedule', 'tuning trials use a constant σ '
-                        'and fixed clipping', 'tune with the defaults')
-    params, _ = self.task.init(jax.random.fold_in(jax.random.key(seed),
+  def run(self, candidate: dict, sigma: float, steps: int, init_seed: int,
+          privacy_seed: int) -> TrialResult:
+    """Trains `candidate` with noise multiplier `sigma`; scores it.
+
+    `steps` is what the plan accounted; the trial's own mechanism must
+    agree (Poisson, add/remove, q = B / N, those steps, σ).
+    """
+    mechanism = self.mechanism(candidate, sigma, privacy_seed)
+    event = mechanism.dp_event()
+    step = event.event
+    agrees = (isinstance(step, dp_accounting.PoissonSampledDpEvent)
+              and mechanism.neighboring_relation
+              == dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
+              and event.count == steps and mechanism.noise_multiplier == sigma
+              and step.sampling_probability
+              == candidate['batch_size'] / self.num_train
+              # σC / C, up to the rounding of that division.
+              and abs(step.event.noise_multiplier - sigma) <= 1e-12 * sigma)
+    if not agrees:
+      raise RuntimeError(f'the trial\'s mechanism {event} is not the one '
+                         f'accounted: Poisson, add/remove, q = B/N, {steps} '
+                         f'steps, σ = {sigma}')
+    params, _ = self.task.init(jax.random.fold_in(jax.random.key(init_seed),
                                                   INIT_STREAM))
     opt_state = self.optimizer.init(params)
     opt_state.hyperparams['learning_rate'] = jnp.asarray(
         candidate['learning_rate'], jnp.float32)
-    key = noise_key(seed)
+    key = noise_key(privacy_seed)
+    std = np.float32(mechanism.noise_std)
+    if std < mechanism.noise_std:  # Never less noise than accounted.
+      std = np.nextafter(std, np.float32(np.inf))
     scalars = [jnp.asarray(x, jnp.float32) for x in (
-        mechanism.clip_norm, mechanism.noise_std,
-        mechanism.expected_batch_size)]
+        mechanism.clip_norm, std, mechanism.expected_batch_size)]
     for t in range(mechanism.num_steps):
       batch = _batch_arrays(self.task, mechanism.sampler.sample(t),
                             self.placement, t)
       params, opt_state = self._step(params, opt_state, batch, key,
                                      jnp.asarray(t, jnp.int32), *scalars)
-    _, val_accuracy = self.task.evaluate(params, self.placement)
-    n_val = self.dataset.test_labels.shape[0]
-    correct = round(val_accuracy * n_val)
-    rng = np.random.default_rng([seed, VALIDATION_STREAM])
-    score = (correct + self.validation_noise * rng.standard_normal()) / n_val
-    _, test_accuracy = steps_lib.evaluate(
-        self.eval_step, params, self.test_images, self.test_labels,
-        min(config.eval.batch_size, len(self.test_labels)), self.placement)
+    score = self._noisy_accuracy(params, privacy_seed)
+    _, test_accuracy = self.task.evaluate(params, self.placement)
     return TrialResult(candidate=candidate, noise_multiplier=sigma,
-                       steps=mechanism.num_steps, score=float(score),
+                       steps=mechanism.num_steps, score=score,
                        test_accuracy=float(test_accuracy), params=params)
+
+  def _noisy_accuracy(self, params, privacy_seed: int) -> float:
+    """(correct training predictions + N(0, σ_s²)) / N."""
+    size = min(self.config.eval.batch_size, self.num_train)
+    _, accuracy = steps_lib.evaluate(
+        self.eval_step, params, self.dataset.train_images,
+        self.dataset.train_labels, size, self.placement)
+    correct = round(accuracy * self.num_train)
+    rng = np.random.default_rng([privacy_seed, SCORE_STREAM])
+    return float((correct + self.score_noise * rng.standard_normal())
+                 / self.num_train)
 
 
 # optimizer.name -> optax optimizer with an injectable learning rate.
