@@ -19,10 +19,10 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from experiments.flag_parsing import parse_flags
+from experiments.flag_parsing import quiet_logs
 from jaxdp.audit import canaries
 from jaxdp.audit import modes
 from jaxdp.audit import mutations
@@ -54,8 +54,7 @@ _CONFIDENCE = flags.DEFINE_float('confidence', 0.95,
 
 def main(argv):
   del argv
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
+  quiet_logs()
   settings = run.AuditSettings(
       mode=_MODE.value, canaries=_CANARIES.value, canary_type=_TYPE.value,
       mutation=_MUTATION.value, shadow_models=_SHADOWS.value,

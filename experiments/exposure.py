@@ -14,10 +14,10 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from experiments.flag_parsing import parse_flags
+from experiments.flag_parsing import quiet_logs
 from jaxdp.errors import ConfigError
 from jaxdp.lm import memorisation
 
@@ -35,8 +35,7 @@ _USER_LENGTH = flags.DEFINE_integer(
 
 def main(argv):
   del argv
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
+  quiet_logs()
   try:
     results = memorisation.run(_CONFIG.value, _WORKDIR.value,
                                _CANDIDATES.value, _USER_LENGTH.value,

@@ -20,10 +20,10 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from experiments.flag_parsing import parse_flags
+from experiments.flag_parsing import quiet_logs
 from jaxdp.errors import ConfigError
 from jaxdp.lm import answers
 from jaxdp.train import EXIT_STATUS
@@ -49,8 +49,7 @@ _TEMPERATURE = flags.DEFINE_float('temperature', 0.0,
 
 def main(argv):
   del argv
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
+  quiet_logs()
   config = _CONFIG.value
   try:
     if config.task != 'language_model':

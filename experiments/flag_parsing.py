@@ -4,6 +4,7 @@ import re
 import sys
 
 from absl import flags
+from absl import logging
 
 
 def parse_flags(argv):
@@ -21,3 +22,9 @@ def parse_flags(argv):
           'locked so that a misspelt setting cannot be silently ignored',
           file=sys.stderr)
   sys.exit(2)
+
+
+def quiet_logs() -> None:
+  """Library warnings only (absl's INFO lines off), unless --verbosity."""
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)

@@ -13,16 +13,14 @@ import os
 import sys
 
 from absl import app
-from absl import flags
-from absl import logging
 
+from experiments.flag_parsing import quiet_logs
 from jaxdp import ledger
 from jaxdp.errors import ConfigError
 
 
 def main(argv):
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # orbax logs every read at INFO.
+  quiet_logs()  # orbax logs every read at INFO.
   if len(argv) != 3 or argv[1] != 'verify':
     print('usage: python -m experiments.ledger verify <workdir>',
           file=sys.stderr)

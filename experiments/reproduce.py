@@ -25,8 +25,8 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 
+from experiments.flag_parsing import quiet_logs
 from jaxdp import reproduce
 from jaxdp.errors import ConfigError
 
@@ -47,8 +47,7 @@ _WORKDIR = flags.DEFINE_string('workdir', '/tmp/jaxdp_reproduce',
 
 def main(argv):
   del argv
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
+  quiet_logs()
   paper = importlib.import_module(f'configs.{_PAPER.value}')
   kind = ('accounting' if _ACCOUNTING_ONLY.value
           else 'quick' if _QUICK.value else 'results')

@@ -16,10 +16,10 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from experiments.flag_parsing import parse_flags
+from experiments.flag_parsing import quiet_logs
 from jaxdp import schedule_comparison
 from jaxdp.errors import ConfigError
 
@@ -35,8 +35,7 @@ _RATIO = flags.DEFINE_float('final_ratio', 0.5, 'σ at the end over σ at the '
 
 def main(argv):
   del argv
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
+  quiet_logs()
   try:
     rows = schedule_comparison.compare(
         _CONFIG.value, schedule_comparison.variants(_RATIO.value),

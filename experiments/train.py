@@ -21,12 +21,12 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from jaxdp import distributed
 from jaxdp.errors import ConfigError
 from experiments.flag_parsing import parse_flags
+from experiments.flag_parsing import quiet_logs
 from jaxdp.train import EXIT_STATUS
 from jaxdp.train import final_line
 from jaxdp.train import train_and_evaluate
@@ -51,8 +51,7 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', -1,
 
 def main(argv):
   del argv
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO.
+  quiet_logs()  # orbax logs every save at INFO.
   try:
     if _DISTRIBUTED.value or _COORDINATOR.value:
       distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,

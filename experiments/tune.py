@@ -19,10 +19,10 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from experiments.flag_parsing import parse_flags
+from experiments.flag_parsing import quiet_logs
 from jaxdp.errors import ConfigError
 from jaxdp.tuning import run
 from jaxdp.tuning import search
@@ -70,8 +70,7 @@ def _space() -> run.SearchSpace:
 
 def main(argv):
   del argv
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
+  quiet_logs()
   settings = run.TuneSettings(
       strategy=_STRATEGY.value, trials=_TRIALS.value, shape=_SHAPE.value,
       score_noise=_SCORE_NOISE.value, population=_POPULATION.value,

@@ -16,10 +16,10 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from experiments.flag_parsing import parse_flags
+from experiments.flag_parsing import quiet_logs
 from jaxdp.errors import ConfigError
 from jaxdp.tuning import comparison
 from jaxdp.tuning import run
@@ -39,8 +39,7 @@ _STRATEGIES = flags.DEFINE_list('strategies', list(search.STRATEGIES),
 
 def main(argv):
   del argv
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
+  quiet_logs()
   try:
     settings = [run.TuneSettings(strategy=s, trials=_TRIALS.value)
                 for s in _STRATEGIES.value]
