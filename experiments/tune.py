@@ -24,6 +24,7 @@ from ml_collections import config_flags
 from experiments.flag_parsing import parse_flags
 from experiments.flag_parsing import quiet_logs
 from jaxdp.errors import ConfigError
+from jaxdp.mechanism import MAX_CONFIG_SEED
 from jaxdp.tuning import run
 from jaxdp.tuning import search
 
@@ -77,6 +78,11 @@ def main(argv):
       qiea_delta_theta=_DELTA_THETA.value)
   config = _CONFIG.value
   seed = config.seed if _SEED.value is None else _SEED.value
+  if not 0 <= seed <= MAX_CONFIG_SEED:
+    print(f'error: --seed: must be in [0, {MAX_CONFIG_SEED}], got {seed}. '
+          'Fix: use a non-negative seed, or dp.secure_noise for secret ones',
+          file=sys.stderr)
+    sys.exit(2)
   log = lambda line: print(line, flush=True)
   try:
     run.check(settings)

@@ -41,6 +41,10 @@ def main(argv):
   del argv
   quiet_logs()
   try:
+    if _SEEDS.value < 1:
+      raise ConfigError('--seeds', f'must be >= 1, got {_SEEDS.value}',
+                        'compare over at least one seed (10 or more for '
+                        'an interval worth reading)')
     settings = [run.TuneSettings(strategy=s, trials=_TRIALS.value)
                 for s in _STRATEGIES.value]
     for s in settings:

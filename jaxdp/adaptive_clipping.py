@@ -111,6 +111,7 @@ def add_noise_and_adapt(gradient_noise_multipliers: np.ndarray,
   clipping of the next step. Put it first in the chain.
   """
   b = float(expected_batch_size)
+  count_std = noise.round_up_f32(settings.count_noise)  # Never below σ_b.
 
   def init_fn(params):
     del params
@@ -129,7 +130,7 @@ def add_noise_and_adapt(gradient_noise_multipliers: np.ndarray,
     mean = jax.tree_util.tree_map(lambda s, z: (s + z) / b, clipped_sum,
                                   grad_noise)
     count_key = jax.random.fold_in(step_key, COUNT_STREAM)
-    noisy = unclipped_count + settings.count_noise * jax.random.normal(
+    noisy = unclipped_count + count_std * jax.random.normal(
         count_key, (), jnp.float32)
     clip_norm = state.clip_norm * jnp.exp(
         -settings.learning_rate * (noisy / b - settings.target_quantile))

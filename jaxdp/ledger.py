@@ -163,6 +163,10 @@ def _matches_pieces(segment: dict, pieces: list) -> bool:
   except (KeyError, TypeError, ValueError):
     return False
   start = 0
+  try:
+    pieces = [(int(size), event) for size, event in pieces]
+  except (TypeError, ValueError):
+    return False  # A malformed run_start: no segment can match it.
   for i, (size, event) in enumerate(pieces):
     end = math.inf if i == len(pieces) - 1 else start + size
     if start <= first < end:

@@ -200,8 +200,12 @@ class DpMechanism:
       return adaptive_clipping.add_noise_and_adapt(
           self.gradient_noise_multipliers(), self.expected_batch_size,
           noise_key(seed), self.clip_norm, self.adaptive)
-    return noise.add_noise_and_normalize(self.noise_std,
-                                         self.expected_batch_size,
+    # The clipping runs with C as float32, which may round up: the noise
+    # follows the larger of the two.
+    c32 = float(np.float32(self.clip_norm))
+    std = self.noise_std * max(1.0, c32 / self.clip_norm) if math.isfinite(
+        self.clip_norm) else self.noise_std
+    return noise.add_noise_and_normalize(std, self.expected_batch_size,
                                          noise_key(seed), factors)
 
   def summary(self) -> dict:

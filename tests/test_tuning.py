@@ -190,3 +190,56 @@ def test_the_comparison_pairs_each_strategy_with_random_by_seed():
   assert by['grid']['minus_random_ci95'] == pytest.approx(0.0, abs=1e-12)
   assert by['grid']['accuracy_ci95'] > 0
   assert '| qiea |' in comparison.table(rows)
+
+
+def test_settings_a_trial_would_not_apply_are_refused():
+  from configs import tune
+  from jaxdp.tuning import trial
+  for field, value in (('dp.sampler', 'fixed_size'),
+                       ('dp.noise_schedule', 'cosine'),
+                       ('dp.adaptive_clip_quantile', 0.5),
+                       ('dp.pca_components', 10), ('data.augmult', 2),
+                       ('optimizer.name', 'lamb'),
+                       ('optimizer.weight_decay', 1e-4),
+                       ('optimizer.ema_decay', 0.99)):
+    config = tune.get_config()
+    group, name = field.split('.')
+    config[group][name] = value
+    with pytest.raises(ConfigError, match=field.replace('.', r'\.')):
+      trial.check_config(config)
+
+
+def _recording_tuner(secure: bool):
+  from configs import tune
+  from jaxdp.tuning.run import Tuner
+  config = tune.get_config()
+  config.dp.secure_noise = secure
+  tuner = Tuner(config, 10.0)
+  calls = []
+
+  def record(candidate, sigma, steps, init_seed, privacy_seed):
+    calls.append((init_seed, privacy_seed))
+    return TrialResult(candidate=candidate, noise_multiplier=sigma,
+                       steps=steps, score=len(calls) / 100,
+                       test_accuracy=0.5)
+
+  tuner.runner.run = record
+  return tuner, calls
+
+
+@pytest.mark.parametrize('secure', [False, True])
+def test_random_search_hides_which_trial_it_released(secure):
+  from jaxdp.tuning.run import TuneSettings
+  tuner, calls = _recording_tuner(secure)
+  results = tuner.search(TuneSettings(strategy='random', trials=8), seed=5)
+  assert 'seed' not in results  # It would reproduce K and every draw.
+  assert results['trials'] == 8  # E[K], not K.
+  inits = {init for init, _ in calls}
+  assert len(inits) == 1  # One initialisation: no trial index to read.
+  privacy = [p for _, p in calls]
+  assert len(set(privacy)) == len(privacy)
+  if secure:  # Every trial's noise keeps the secret seed's 128 bits.
+    assert all(p >= 2**127 for p in privacy)
+    again, calls_again = _recording_tuner(True)
+    again.search(TuneSettings(strategy='random', trials=8), seed=5)
+    assert not set(privacy) & {p for _, p in calls_again}

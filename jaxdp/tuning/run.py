@@ -117,18 +117,24 @@ class Tuner:
     secure = bool(self.config.dp.secure_noise)
     search_seed = secure_seed() if secure else seed
     budget = 4 * int(plan.trials) + 64  # Seeds for every trial K may need.
-    init_seeds = search_lib.trial_seeds(seed, budget)
     privacy_seeds = search_lib.trial_seeds(search_seed, budget)
+    # Random search: every trial starts from the same initialisation, so
+    # the released model does not tell which trial (and so how large a K)
+    # it came from. The others release every trial anyway.
+    init_seeds = search_lib.trial_seeds(seed, 1 if settings.strategy ==
+                                        'random' else budget)
 
     def run_trial(indices, index):
-      if index >= len(init_seeds):
-        init_seeds.extend(search_lib.trial_seeds(seed, 2 * index)[index:])
+      if index >= len(privacy_seeds):
         privacy_seeds.extend(
             search_lib.trial_seeds(search_seed, 2 * index)[index:])
+        if len(init_seeds) > 1:
+          init_seeds.extend(search_lib.trial_seeds(seed, 2 * index)[index:])
       candidate = self.space.candidate(indices)
       key = (candidate['batch_size'], candidate['epochs'])
       return self.runner.run(candidate, plan.sigmas[key], plan.steps[key],
-                             init_seeds[index], privacy_seeds[index])
+                             init_seeds[min(index, len(init_seeds) - 1)],
+                             privacy_seeds[index])
 
     result = search_lib.search(
         run_trial, self.space, settings.strategy, settings.trials,
@@ -150,8 +156,9 @@ class Tuner:
         # is not released), the trials run otherwise.
         'trials': plan.trials,
         'accounting': plan.accounting,
+        # No seed: without secure_noise it decides every draw of the search
+        # (K, candidates, noise), so it is kept as secret as the data.
         'secure_noise': secure,
-        'seed': None if secure else seed,
         'privacy_plan': plan.to_json(),
     }
     return out, result

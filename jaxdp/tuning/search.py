@@ -26,6 +26,7 @@ import jax
 import numpy as np
 from scipy import special
 
+from jaxdp.mechanism import MAX_CONFIG_SEED
 from jaxdp.quantum import qiea
 from jaxdp.tuning.space import SearchSpace
 from jaxdp.tuning.trial import TrialResult
@@ -42,12 +43,20 @@ def accounting_of(strategy: str) -> str:
 
 
 def trial_seeds(seed: int, count: int) -> list:
-  """Distinct 31-bit seeds, one per trial, from the search's seed."""
+  """Distinct seeds, one per trial, from the search's seed.
+
+  31-bit seeds from a config seed; from a secure (128-bit) seed, 128-bit
+  seeds with the top bit set, so that each trial's noise keeps the secret
+  seed's entropy (`mechanism.noise_key` reads all of it).
+  """
+  wide = seed > MAX_CONFIG_SEED
   out, seen, i = [], set(), 0
   while len(out) < count:
-    value = int(np.random.SeedSequence([seed, _TRIAL_STREAM, i])
-                .generate_state(1)[0] & 0x7FFFFFFF)
+    words = np.random.SeedSequence([seed, _TRIAL_STREAM, i]).generate_state(
+        4 if wide else 1, np.uint32)
     i += 1
+    value = (int.from_bytes(words.tobytes(), 'little') | (1 << 127) if wide
+             else int(words[0] & 0x7FFFFFFF))
     if value not in seen:  # A repeat would reuse a trial's noise.
       seen.add(value)
       out.append(value)
@@ -88,8 +97,9 @@ def draw_trial_count(rng: np.random.Generator, mean: float,
     if pmf[-1] < 1e-15 and pmf[-size // 2:].sum() < 1e-12:
       break
     size *= 2
-  return int(np.searchsorted(np.cumsum(pmf), rng.random() * pmf.sum(),
-                             side='right'))
+  cdf = np.cumsum(pmf)
+  return min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side='right')),
+             size - 1)
 
 
 @dataclasses.dataclass

@@ -164,11 +164,12 @@ class TrialRunner:
     opt_state.hyperparams['learning_rate'] = jnp.asarray(
         candidate['learning_rate'], jnp.float32)
     key = noise_key(privacy_seed)
-    std = np.float32(mechanism.noise_std)
-    if std < mechanism.noise_std:  # Never less noise than accounted.
-      std = np.nextafter(std, np.float32(np.inf))
+    # Clipping runs with float32 C; the noise is σ times that C, rounded
+    # up: never less noise than accounted for the sensitivity used.
+    clip32 = np.float32(mechanism.clip_norm)
+    std = noise.round_up_f32(sigma * max(float(clip32), mechanism.clip_norm))
     scalars = [jnp.asarray(x, jnp.float32) for x in (
-        mechanism.clip_norm, std, mechanism.expected_batch_size)]
+        clip32, std, mechanism.expected_batch_size)]
     for t in range(mechanism.num_steps):
       batch = _batch_arrays(self.task, mechanism.sampler.sample(t),
                             self.placement, t)
