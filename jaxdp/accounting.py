@@ -189,11 +189,11 @@ def epsilon_after_pieces(
     accountant = make_accountant(name, neighboring_relation)
     with quiet_rdp_probes():
       accountant.compose(event)
-    return accountant.orders, accountant.rdp
+    return accountant.rdp
 
-  per_step = [rdp_vector(event)[1] for _, event in pieces]
-  orders = rdp_vector(pieces[0][1])[0]
-  setup = 0.0 if setup_event is None else rdp_vector(setup_event)[1]
+  orders = make_accountant(name, neighboring_relation).orders
+  per_step = [rdp_vector(event) for _, event in pieces]
+  setup = 0.0 if setup_event is None else rdp_vector(setup_event)
   convert = (_classic_epsilon if name == 'rdp_classic'
              else rdp.rdp_privacy_accountant.compute_epsilon)
   # first_steps over piece indices: which pieces, and how many steps each.

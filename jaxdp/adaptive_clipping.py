@@ -105,8 +105,8 @@ def add_noise_and_adapt(gradient_noise_multipliers: np.ndarray,
 
   `gradient_noise_multipliers` holds σ_Δ of every planned step ([1] for a
   constant σ; under a noise schedule each step's own, since σ_Δ is not
-  proportional to σ_t). Its update takes the clipped sum (clipped at the state's C_t) and the
-  keyword `unclipped_count`; it returns the privatised mean gradient and
+  proportional to σ_t). Its update takes the clipped sum (clipped at the
+  state's C_t) and the keyword `unclipped_count`; it returns the privatised mean gradient and
   the state with C_{t+1}. `current_clip_norm(opt_state)` reads C_t for the
   clipping of the next step. Put it first in the chain.
   """
@@ -121,15 +121,13 @@ def add_noise_and_adapt(gradient_noise_multipliers: np.ndarray,
 
   def update_fn(clipped_sum, state, params=None, *, unclipped_count, **extra):
     del params, extra
-    step_key = jax.random.fold_in(state.key, state.step)
     # The float32 product may round down by half an ulp: the multipliers
     # were rounded up by two (gradient_noise_multipliers).
     std = noise.value_at(gradient_noise_multipliers,
                          state.step) * state.clip_norm
-    grad_noise = noise.gaussian_like(clipped_sum, step_key, std)
-    mean = jax.tree_util.tree_map(lambda s, z: (s + z) / b, clipped_sum,
-                                  grad_noise)
-    count_key = jax.random.fold_in(step_key, COUNT_STREAM)
+    mean = noise.noisy_mean(clipped_sum, state.key, state.step, std, b)
+    count_key = jax.random.fold_in(jax.random.fold_in(state.key, state.step),
+                                   COUNT_STREAM)
     noisy = unclipped_count + count_std * jax.random.normal(
         count_key, (), jnp.float32)
     clip_norm = state.clip_norm * jnp.exp(

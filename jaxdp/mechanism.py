@@ -131,13 +131,9 @@ class DpMechanism:
     return [(count, self._event_with_factor(factor))
             for _, count, factor in self.schedule.pieces(self.num_steps)]
 
-  def step_event(self, step: int = 0) -> dp_accounting.DpEvent:
-    """The DpEvent of logical step `step` (0-based execution index)."""
-    for count, event in self.pieces():
-      if step < count:
-        return event
-      step -= count
-    return event  # Past the plan: the last piece's.
+  def step_event(self) -> dp_accounting.DpEvent:
+    """The DpEvent of the first step (of every step for a constant σ)."""
+    return self.pieces()[0][1]
 
   def history(self, executions: int) -> list:
     """The first `executions` steps as event_history Segments (JSON)."""

@@ -71,6 +71,19 @@ def value_at(per_step: np.ndarray, step: jax.Array) -> jax.Array:
   return values[jnp.minimum(step, values.shape[0] - 1)]
 
 
+def noisy_mean(clipped_sum, key: jax.Array, step: jax.Array, std,
+               expected_batch_size):
+  """(S + N(0, std² I)) / B: step `step`'s noise, drawn once from
+  fold_in(key, step), on the clipped sum; B the expected batch size.
+
+  The one place noise meets a gradient: the noise links below and the
+  tuner's compiled trial step (whose std and B are traced) all call it.
+  """
+  drawn = gaussian_like(clipped_sum, jax.random.fold_in(key, step), std)
+  return jax.tree_util.tree_map(lambda s, z: (s + z) / expected_batch_size,
+                                clipped_sum, drawn)
+
+
 def add_noise_and_normalize(noise_std: float, expected_batch_size: float,
                             key: jax.Array,
                             step_factors: Optional[np.ndarray] = None
@@ -105,12 +118,11 @@ def add_noise_and_normalize(noise_std: float, expected_batch_size: float,
   def update_fn(clipped_sum, state, params=None):
     del params
     if noise_std > 0:
-      noise = gaussian_like(clipped_sum, jax.random.fold_in(state.key,
-                                                            state.step),
-                            value_at(stds, state.step))
-      clipped_sum = jax.tree_util.tree_map(jnp.add, clipped_sum, noise)
-    mean = jax.tree_util.tree_map(lambda s: s / expected_batch_size,
-                                  clipped_sum)
+      mean = noisy_mean(clipped_sum, state.key, state.step,
+                        value_at(stds, state.step), expected_batch_size)
+    else:
+      mean = jax.tree_util.tree_map(lambda s: s / expected_batch_size,
+                                    clipped_sum)
     return mean, NoiseState(step=state.step + 1, key=state.key)
 
   return optax.GradientTransformation(init_fn, update_fn)

@@ -200,7 +200,7 @@ def test_settings_a_trial_would_not_apply_are_refused():
                        ('dp.adaptive_clip_quantile', 0.5),
                        ('dp.pca_components', 10), ('data.augmult', 2),
                        ('optimizer.name', 'lamb'),
-                       ('optimizer.weight_decay', 1e-4),
+                       ('optimizer.schedule', 'cosine'),
                        ('optimizer.ema_decay', 0.99)):
     config = tune.get_config()
     group, name = field.split('.')

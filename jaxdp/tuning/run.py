@@ -116,25 +116,18 @@ class Tuner:
     plan = self.plan(settings)
     secure = bool(self.config.dp.secure_noise)
     search_seed = secure_seed() if secure else seed
-    budget = 4 * int(plan.trials) + 64  # Seeds for every trial K may need.
-    privacy_seeds = search_lib.trial_seeds(search_seed, budget)
-    # Random search: every trial starts from the same initialisation, so
-    # the released model does not tell which trial (and so how large a K)
-    # it came from. The others release every trial anyway.
-    init_seeds = search_lib.trial_seeds(seed, 1 if settings.strategy ==
-                                        'random' else budget)
+    random = settings.strategy == 'random'
 
     def run_trial(indices, index):
-      if index >= len(privacy_seeds):
-        privacy_seeds.extend(
-            search_lib.trial_seeds(search_seed, 2 * index)[index:])
-        if len(init_seeds) > 1:
-          init_seeds.extend(search_lib.trial_seeds(seed, 2 * index)[index:])
       candidate = self.space.candidate(indices)
       key = (candidate['batch_size'], candidate['epochs'])
+      # Random search: every trial starts from the same initialisation, so
+      # the released model does not tell which trial (and so how large a
+      # K) it came from. The others release every trial anyway.
+      init_seed = search_lib.trial_seeds(seed, 1 if random else index + 1)
+      privacy_seed = search_lib.trial_seeds(search_seed, index + 1)
       return self.runner.run(candidate, plan.sigmas[key], plan.steps[key],
-                             init_seeds[min(index, len(init_seeds) - 1)],
-                             privacy_seeds[index])
+                             init_seed[-1], privacy_seed[-1])
 
     result = search_lib.search(
         run_trial, self.space, settings.strategy, settings.trials,

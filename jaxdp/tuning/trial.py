@@ -27,6 +27,7 @@ import optax
 from jaxdp import image_task
 from jaxdp import models
 from jaxdp import noise
+from jaxdp import optimizers
 from jaxdp import private_releases
 from jaxdp import sharding
 from jaxdp import steps as steps_lib
@@ -41,6 +42,9 @@ from jaxdp.train import _batch_arrays
 
 # Separates the score's noise from the trial's other streams.
 SCORE_STREAM = 0x7A1
+# optimizer.name values whose update is the learning rate times a direction
+# (optimizers.build_optimizer, constant schedule): a trial scales by it.
+LINEAR_IN_LEARNING_RATE = ('sgd', 'adam', 'adamw')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,12 +75,12 @@ def check_config(config) -> None:
   if config.data.augmult:
     raise ConfigError('data.augmult', 'tuning trials use one view per '
                       'example', 'set data.augmult=0')
-  if opt.name not in _OPTIMIZERS:
+  if opt.name not in LINEAR_IN_LEARNING_RATE:
     raise ConfigError('optimizer.name', f'tuning supports '
-                      f'{", ".join(_OPTIMIZERS)}, got {opt.name!r}',
-                      'use optimizer.name=sgd or adam for tuning')
+                      f'{", ".join(LINEAR_IN_LEARNING_RATE)}, got {opt.name!r}',
+                      'use optimizer.name=sgd, adam or adamw for tuning')
   for field, plain in (('schedule', 'constant'), ('warmup_steps', 0),
-                       ('ema_decay', 0.0), ('weight_decay', 0.0)):
+                       ('ema_decay', 0.0)):
     if opt[field] != plain:
       raise ConfigError(f'optimizer.{field}', f'tuning trials do not apply '
                         f'it (got {opt[field]!r})', f'set it to {plain!r}')
@@ -102,7 +106,12 @@ class TrialRunner:
     self.task = image_task.from_dataset(config, dataset, model)
     self.eval_step = steps_lib.make_eval_step(model.apply)
     self.placement = sharding.Placement(sharding.make_mesh(1))
-    self.optimizer = _OPTIMIZERS[config.optimizer.name](config.optimizer)
+    # The configured optimizer at learning rate 1; each trial's rate scales
+    # its updates (exactly the rate inside: these optimizers end with
+    # scale_by_learning_rate), so the rate is a traced argument.
+    unit = config.optimizer.copy_and_resolve_references()
+    unit.learning_rate = 1.0
+    self.optimizer = optimizers.build_optimizer(unit, num_steps=1)
     self._step = jax.jit(self._train_step, donate_argnums=(0, 1))
 
   @property
@@ -110,19 +119,17 @@ class TrialRunner:
     return self.dataset.num_train
 
   def _train_step(self, params, opt_state, batch, key, step, clip_norm,
-                  noise_std, expected_batch_size):
-    # The mechanism's clipped sum (its method; C passed in), then the noise
-    # of noise.add_noise_and_normalize: N(0, (σC)²) from fold_in(key, step),
-    # divided by the expected batch size; then the optimizer.
+                  noise_std, expected_batch_size, learning_rate):
+    # The mechanism's clipped sum (its method; C passed in), its noisy mean
+    # (noise.noisy_mean, as in the training step), then the optimizer.
     grad_sum, _ = clipped_grad_sum(
         self.task.batch_loss, clip_norm, self.config.perf.clipping,
         self.config.perf.microbatch_size)(params, batch['inputs'],
                                           batch['mask'])
-    drawn = noise.gaussian_like(grad_sum, jax.random.fold_in(key, step),
-                                noise_std)
-    mean = jax.tree_util.tree_map(lambda s, z: (s + z) / expected_batch_size,
-                                  grad_sum, drawn)
+    mean = noise.noisy_mean(grad_sum, key, step, noise_std,
+                            expected_batch_size)
     updates, opt_state = self.optimizer.update(mean, opt_state, params)
+    updates = jax.tree_util.tree_map(lambda u: u * learning_rate, updates)
     return optax.apply_updates(params, updates), opt_state
 
   def mechanism(self, candidate: dict, sigma: float,
@@ -161,15 +168,14 @@ class TrialRunner:
     params, _ = self.task.init(jax.random.fold_in(jax.random.key(init_seed),
                                                   INIT_STREAM))
     opt_state = self.optimizer.init(params)
-    opt_state.hyperparams['learning_rate'] = jnp.asarray(
-        candidate['learning_rate'], jnp.float32)
     key = noise_key(privacy_seed)
     # Clipping runs with float32 C; the noise is σ times that C, rounded
     # up: never less noise than accounted for the sensitivity used.
     clip32 = np.float32(mechanism.clip_norm)
     std = noise.round_up_f32(sigma * max(float(clip32), mechanism.clip_norm))
     scalars = [jnp.asarray(x, jnp.float32) for x in (
-        clip32, std, mechanism.expected_batch_size)]
+        clip32, std, mechanism.expected_batch_size,
+        candidate['learning_rate'])]
     for t in range(mechanism.num_steps):
       batch = _batch_arrays(self.task, mechanism.sampler.sample(t),
                             self.placement, t)
@@ -191,13 +197,3 @@ class TrialRunner:
     rng = np.random.default_rng([privacy_seed, SCORE_STREAM])
     return float((correct + self.score_noise * rng.standard_normal())
                  / self.num_train)
-
-
-# optimizer.name -> optax optimizer with an injectable learning rate.
-_OPTIMIZERS = {
-    'sgd': lambda opt: optax.inject_hyperparams(optax.sgd)(
-        learning_rate=opt.learning_rate, momentum=opt.momentum or None,
-        nesterov=opt.nesterov),
-    'adam': lambda opt: optax.inject_hyperparams(optax.adam)(
-        learning_rate=opt.learning_rate, b1=opt.b1, b2=opt.b2, eps=opt.eps),
-}
