@@ -36,6 +36,10 @@ def test_every_benchmark_problem_gives_finite_per_example_losses(model):
   assert losses.shape == (2,) and bool(jax.numpy.all(jax.numpy.isfinite(losses)))
 
 
+# Runs only where the optional [compare] extras (jax_privacy, Opacus, torch)
+# are installed, which the README's test command does not install; there it
+# takes about 20 s, so it is left to `-m slow`.
+@pytest.mark.slow
 def test_comparison_rows_appear_where_the_libraries_are_installed():
   from jaxdp import benchmark_compare
   found = benchmark_compare.available()
