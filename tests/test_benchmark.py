@@ -7,6 +7,17 @@ from jaxdp import benchmark
 from jaxdp.models import lora
 
 
+def test_benchmark_reports_the_dp_step_against_the_nonprivate_one():
+  # The fast variant of the next test (which compiles all six methods).
+  results = benchmark.run(['mlp'], ['nonprivate', 'fast'], batch_size=4,
+                          timed_steps=1, log=lambda line: None)
+  assert set(results['mlp']) == {'nonprivate', 'fast'}
+  assert results['mlp']['nonprivate']['ratio_to_nonprivate'] == 1.0
+  assert results['mlp']['fast']['median_ms'] > 0
+  assert '| fast |' in benchmark.table(results)
+
+
+@pytest.mark.slow  # About 20 s: every method's step is compiled.
 def test_benchmark_reports_every_method():
   results = benchmark.run(['mlp'], benchmark.METHODS, batch_size=4,
                           timed_steps=1, microbatch_size=2,
