@@ -30,9 +30,9 @@ import ml_collections
 
 from configs import base
 from jaxdp import private_releases
-from jaxdp.paper_tables import MOMENTS_ORDERS
-from jaxdp.paper_tables import PaperRow
-from jaxdp.paper_tables import last_affordable_step
+from jaxdp.studies.paper_tables import MOMENTS_ORDERS
+from jaxdp.studies.paper_tables import PaperRow
+from jaxdp.studies.paper_tables import last_affordable_step
 
 # row: (σ, σ_p of the paper's DP-PCA, ε, accuracy reported)
 _SETTINGS = {

@@ -124,7 +124,7 @@ def get_config() -> ml_collections.ConfigDict:
   # pld (tightest) | rdp | rdp_classic (Abadi et al. 2016's conversion).
   config.dp.accountant = 'pld'
   # σ over the run: constant | linear | exponential | cosine | step, from σ
-  # to σ · final_ratio in `segments` constant pieces (jaxdp/noise_schedules.py).
+  # to σ · final_ratio in `segments` constant pieces (jaxdp/noise/schedules.py).
   # The one scale σ is calibrated so the whole schedule meets target_epsilon.
   config.dp.noise_schedule = 'constant'
   config.dp.noise_schedule_final_ratio = 1.0

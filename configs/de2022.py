@@ -31,7 +31,7 @@ Commands:
 import ml_collections
 
 from configs import base
-from jaxdp.paper_tables import PaperRow
+from jaxdp.studies.paper_tables import PaperRow
 
 _N, _BATCH = 50000, 4096
 

@@ -28,7 +28,7 @@ Expected results and runtimes: the README's "Paper tables" section.
 import ml_collections
 
 from configs import tramer_boneh2021
-from jaxdp.paper_tables import PaperRow
+from jaxdp.studies.paper_tables import PaperRow
 
 # dataset: (ε, tanh accuracy, ReLU accuracy, Tramèr & Boneh's row)
 _REPORTED = {

@@ -44,9 +44,9 @@ Where jaxdp's run differs from the paper (each row's `notes` says which):
 import ml_collections
 
 from configs import base
-from jaxdp.paper_tables import OPACUS_ORDERS
-from jaxdp.paper_tables import PaperRow
-from jaxdp.paper_tables import paper_accounting
+from jaxdp.studies.paper_tables import OPACUS_ORDERS
+from jaxdp.studies.paper_tables import PaperRow
+from jaxdp.studies.paper_tables import paper_accounting
 
 _N = {'mnist': 60000, 'fashion_mnist': 60000, 'cifar10': 50000}
 _NORM_RELEASE = ((8.0, 2),)  # Noisy channel means and second moments.

@@ -19,8 +19,8 @@ import ml_collections
 
 from configs import base
 from jaxdp import accounting
-from jaxdp import adaptive_clipping
-from jaxdp import noise_schedules
+from jaxdp.noise import adaptive as adaptive_clipping
+from jaxdp.noise import schedules as noise_schedules
 from jaxdp import private_releases
 from jaxdp import sampling
 from jaxdp.errors import ConfigError

@@ -19,8 +19,8 @@ from absl import app
 from absl import flags
 import jax
 
-from jaxdp import accounting_benchmark
-from jaxdp import benchmark
+from jaxdp.studies import accounting_benchmark
+from jaxdp.studies import benchmark
 
 _MODELS = flags.DEFINE_list('models', list(benchmark.MODELS),
                             f'Any of {", ".join(benchmark.MODELS)}.')

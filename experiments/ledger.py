@@ -15,7 +15,7 @@ import sys
 from absl import app
 
 from experiments.flag_parsing import quiet_logs
-from jaxdp import ledger
+from jaxdp.train import ledger
 from jaxdp.errors import ConfigError
 
 

@@ -27,7 +27,7 @@ from absl import app
 from absl import flags
 
 from experiments.flag_parsing import quiet_logs
-from jaxdp import reproduce
+from jaxdp.studies import reproduce
 from jaxdp.errors import ConfigError
 
 _PAPER = flags.DEFINE_enum('paper', None, reproduce.PAPERS,

@@ -18,8 +18,8 @@ from absl import app
 from absl import flags
 import jax
 
-from jaxdp import benchmark
-from jaxdp import scaling
+from jaxdp.studies import benchmark
+from jaxdp.studies import scaling
 from jaxdp import sharding
 
 _MODEL = flags.DEFINE_enum('model', 'mlp', benchmark.MODELS, 'Model to time.')

@@ -20,7 +20,7 @@ from ml_collections import config_flags
 
 from experiments.flag_parsing import parse_flags
 from experiments.flag_parsing import quiet_logs
-from jaxdp import schedule_comparison
+from jaxdp.studies import schedule_comparison
 from jaxdp.errors import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file(

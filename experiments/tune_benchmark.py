@@ -21,7 +21,7 @@ from ml_collections import config_flags
 from experiments.flag_parsing import parse_flags
 from experiments.flag_parsing import quiet_logs
 from jaxdp.errors import ConfigError
-from jaxdp.tuning import comparison
+from jaxdp.studies import tuning_comparison as comparison
 from jaxdp.tuning import run
 from jaxdp.tuning import search
 

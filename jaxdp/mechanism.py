@@ -24,12 +24,12 @@ import jax
 import numpy as np
 
 from jaxdp import accounting
-from jaxdp import adaptive_clipping
+from jaxdp.noise import adaptive as adaptive_clipping
 from jaxdp import clipping
-from jaxdp import event_history
-from jaxdp import fast_clipping
+from jaxdp.accounting import history as event_history
+from jaxdp.clipping import fast as fast_clipping
 from jaxdp import noise
-from jaxdp import noise_schedules
+from jaxdp.noise import schedules as noise_schedules
 from jaxdp import private_releases
 from jaxdp import sampling
 from jaxdp.errors import ConfigError
@@ -84,9 +84,9 @@ class DpMechanism:
   # Releases made once before step 1 (DP-PCA, released normalisation; see
   # private_releases.py), composed with the steps in every ε.
   setup_event: Optional[dp_accounting.DpEvent] = None
-  # σ_t = noise_multiplier · f(t), piecewise constant (noise_schedules.py).
+  # σ_t = noise_multiplier · f(t), piecewise constant (noise/schedules.py).
   schedule: noise_schedules.NoiseSchedule = noise_schedules.NoiseSchedule()
-  # Quantile-tracking C (adaptive_clipping.py): clip_norm is then C_0, and
+  # Quantile-tracking C (noise/adaptive.py): clip_norm is then C_0, and
   # the unclipped count is released with every step at no extra ε.
   adaptive: Optional[adaptive_clipping.AdaptiveClipping] = None
 

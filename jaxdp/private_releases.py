@@ -39,7 +39,7 @@ from typing import Optional
 import dp_accounting
 import numpy as np
 
-from jaxdp import event_history
+from jaxdp.accounting import history as event_history
 from jaxdp.data.dataset import Dataset
 from jaxdp.errors import ConfigError
 

@@ -17,16 +17,16 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxdp import adaptive_clipping
-from jaxdp import noise_schedules
+from jaxdp.noise import adaptive as adaptive_clipping
+from jaxdp.noise import schedules as noise_schedules
 from jaxdp import private_releases
-from jaxdp import scaling
+from jaxdp.studies import scaling
 from jaxdp import sharding
-from jaxdp import steps
+from jaxdp.train import step as steps
 from jaxdp.mechanism import build_mechanism
 from jaxdp.models import MLP
 from jaxdp.train import train_and_evaluate
-from jaxdp.train_state import TrainState
+from jaxdp.train.state import TrainState
 from run_configs import data_parallel_run_config
 
 _SIGMA, _CLIP, _BATCH = 1.0, 0.5, 16

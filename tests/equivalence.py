@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdp import clipping
-from jaxdp import fast_clipping
+from jaxdp.clipping import fast as fast_clipping
 
 
 def flat(tree):

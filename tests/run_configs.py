@@ -1,7 +1,7 @@
 """Short training configs shared by the tests of whole runs."""
 
 from configs import base
-from jaxdp import ledger
+from jaxdp.train import ledger
 
 
 def set_field(config, field: str, value) -> None:

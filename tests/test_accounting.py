@@ -7,8 +7,8 @@ import ml_collections
 import pytest
 
 from jaxdp import accounting
-from jaxdp import adaptive_clipping
-from jaxdp import noise_schedules
+from jaxdp.noise import adaptive as adaptive_clipping
+from jaxdp.noise import schedules as noise_schedules
 from jaxdp import private_releases
 from jaxdp.errors import ConfigError
 from jaxdp.mechanism import build_mechanism

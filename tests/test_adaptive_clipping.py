@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from configs import base
-from jaxdp import adaptive_clipping
-from jaxdp.adaptive_clipping import AdaptiveClipping
+from jaxdp.noise import adaptive as adaptive_clipping
+from jaxdp.noise.adaptive import AdaptiveClipping
 from jaxdp.errors import ConfigError
 from jaxdp.mechanism import build_mechanism
 from jaxdp.train import train_and_evaluate

@@ -3,7 +3,7 @@
 import jax
 import pytest
 
-from jaxdp import benchmark
+from jaxdp.studies import benchmark
 from jaxdp.models import lora
 
 
@@ -52,7 +52,7 @@ def test_every_benchmark_problem_gives_finite_per_example_losses(model):
 # takes about 20 s, so it is left to `-m slow`.
 @pytest.mark.slow
 def test_comparison_rows_appear_where_the_libraries_are_installed():
-  from jaxdp import benchmark_compare
+  from jaxdp.studies import benchmark_compare
   found = benchmark_compare.available()
   if not any(found.values()):
     pytest.skip('pip install -e .[compare] to time jax_privacy and Opacus')
@@ -66,7 +66,7 @@ def test_comparison_rows_appear_where_the_libraries_are_installed():
 
 
 def test_the_accounting_benchmark_agrees_with_dp_accounting():
-  from jaxdp import accounting_benchmark
+  from jaxdp.studies import accounting_benchmark
   r = accounting_benchmark.run(num_steps=100, reference_steps=20)
   assert r['epsilon_reference_vectorised'] == pytest.approx(
       r['epsilon_reference_dp_accounting_same_orders'], rel=1e-9)

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from jaxdp import budget
+from jaxdp.accounting import budget
 from jaxdp import mechanism as mechanism_lib
 from jaxdp import sampling
 from configs import base

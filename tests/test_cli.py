@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from jaxdp import ledger
+from jaxdp.train import ledger
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

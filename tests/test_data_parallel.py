@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from jaxdp import ledger
+from jaxdp.train import ledger
 from jaxdp.train import train_and_evaluate
 from run_configs import data_parallel_run_config
 

@@ -10,15 +10,15 @@ import optax
 import pytest
 
 from conftest import mlp_problem
-from jaxdp import adaptive_clipping
-from jaxdp import augmentation
-from jaxdp import fast_clipping
-from jaxdp import noise_schedules
+from jaxdp.noise import adaptive as adaptive_clipping
+from jaxdp.tasks import augmentation
+from jaxdp.clipping import fast as fast_clipping
+from jaxdp.noise import schedules as noise_schedules
 from jaxdp import private_releases
-from jaxdp import steps
+from jaxdp.train import step as steps
 from jaxdp.mechanism import build_mechanism
 from jaxdp.models.wide_resnet import WSConv
-from jaxdp.train_state import TrainState
+from jaxdp.train.state import TrainState
 
 
 class _TinyCNN(nn.Module):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaxdp import clipping
-from jaxdp import fast_clipping
+from jaxdp.clipping import fast as fast_clipping
 from jaxdp.models import MLP
 from jaxdp.models import TanhCNN
 from jaxdp.models import lora

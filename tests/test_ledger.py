@@ -10,8 +10,8 @@ import dp_accounting
 import pytest
 
 import run_configs
-from jaxdp import event_history
-from jaxdp import ledger
+from jaxdp.accounting import history as event_history
+from jaxdp.train import ledger
 from jaxdp.train import train_and_evaluate
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaxdp import clipping
-from jaxdp import fast_clipping
+from jaxdp.clipping import fast as fast_clipping
 from jaxdp.lm import gguf_weights
 from jaxdp.lm import pretrained
 from jaxdp.lm import task as lm_task

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from configs import tiny_lm
-from jaxdp import checkpointing
-from jaxdp import train
+from jaxdp.train import checkpointing
+from jaxdp.train import loop as train
 from jaxdp.errors import ConfigError
 from jaxdp.lm import chat
 from jaxdp.lm import conversations

@@ -7,9 +7,9 @@ import optax
 from scipy import stats
 
 from jaxdp import noise
-from jaxdp import steps
+from jaxdp.train import step as steps
 from jaxdp.mechanism import build_mechanism
-from jaxdp.train_state import TrainState
+from jaxdp.train.state import TrainState
 
 _SHAPES = {'w': (300, 200), 'b': (20_000,)}  # 80,000 coordinates.
 

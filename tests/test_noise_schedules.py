@@ -10,12 +10,12 @@ import pytest
 
 from configs import base
 from jaxdp import accounting
-from jaxdp import ledger as ledger_lib
+from jaxdp.train import ledger as ledger_lib
 from jaxdp import noise
 from jaxdp.errors import ConfigError
 from jaxdp.mechanism import build_mechanism
-from jaxdp.noise_schedules import NoiseSchedule
-from jaxdp.noise_schedules import SHAPES
+from jaxdp.noise.schedules import NoiseSchedule
+from jaxdp.noise.schedules import SHAPES
 from jaxdp.train import train_and_evaluate
 from test_noise import variance_p_value
 

@@ -13,10 +13,10 @@ import pytest
 
 import run_configs
 from jaxdp import accounting
-from jaxdp import ledger
-from jaxdp import paper_tables
+from jaxdp.train import ledger
+from jaxdp.studies import paper_tables
 from jaxdp import private_releases
-from jaxdp import reproduce
+from jaxdp.studies import reproduce
 from jaxdp.data import scattering
 
 PAPERS = reproduce.PAPERS

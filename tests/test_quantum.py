@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from jaxdp.quantum import qiea
-from jaxdp.quantum import qubits
-from jaxdp.quantum import statevector as sv
+from jaxdp.tuning.qiea import evolution as qiea
+from jaxdp.tuning.qiea import qubits
+from jaxdp.tuning.qiea import statevector as sv
 
 _I = np.eye(2)
 _ALPHA = 1e-3  # Significance level of every statistical test below.

@@ -5,8 +5,8 @@ import shutil
 import pytest
 
 import run_configs
-from jaxdp import checkpointing
-from jaxdp import ledger
+from jaxdp.train import checkpointing
+from jaxdp.train import ledger
 from jaxdp.errors import ConfigError
 from jaxdp.train import train_and_evaluate
 

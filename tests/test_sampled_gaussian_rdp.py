@@ -9,7 +9,7 @@ from dp_accounting.rdp import rdp_privacy_accountant
 import numpy as np
 import pytest
 
-from jaxdp import sampled_gaussian_rdp as sgr
+from jaxdp.accounting import sampled_gaussian_rdp as sgr
 
 _DELTA = 1e-5
 # dp-accounting adds up the terms of A_α one at a time in log space, which

@@ -6,8 +6,8 @@ import shutil
 import pytest
 
 import run_configs
-from jaxdp import checkpointing
-from jaxdp import ledger
+from jaxdp.train import checkpointing
+from jaxdp.train import ledger
 from jaxdp.errors import ConfigError
 from jaxdp.mechanism import MAX_CONFIG_SEED
 from jaxdp.train import train_and_evaluate

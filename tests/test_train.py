@@ -72,7 +72,7 @@ def test_an_overflowing_batch_is_processed_whole(small_config):
   import optax
   from jaxdp import data, models, steps
   from jaxdp.mechanism import build_mechanism
-  from jaxdp.train_state import TrainState
+  from jaxdp.train.state import TrainState
 
   config = small_config
   config.dp.noise_multiplier, config.dp.target_epsilon = 0.0, float('inf')

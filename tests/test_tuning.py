@@ -12,7 +12,7 @@ from scipy import stats
 from dp_accounting import dp_event
 from dp_accounting import rdp
 
-from jaxdp import sampled_gaussian_rdp as sgm
+from jaxdp.accounting import sampled_gaussian_rdp as sgm
 from jaxdp.errors import ConfigError
 from jaxdp.tuning import privacy
 from jaxdp.tuning import search
@@ -179,7 +179,7 @@ class _FakeTuner:
 
 
 def test_the_comparison_pairs_each_strategy_with_random_by_seed():
-  from jaxdp.tuning import comparison
+  from jaxdp.studies import tuning_comparison as comparison
   from jaxdp.tuning.run import TuneSettings
   rows = comparison.compare(_FakeTuner(), [TuneSettings(strategy=s) for s in
                                            search.STRATEGIES], range(4))

@@ -31,14 +31,14 @@ from jaxdp import noise
 from jaxdp import optimizers
 from jaxdp import sampling
 from jaxdp import sharding
-from jaxdp import steps
+from jaxdp.train import step as steps
 from jaxdp.audit import canaries as canaries_lib
 from jaxdp.data.dataset import Dataset
 from jaxdp.errors import ConfigError
 from jaxdp.mechanism import DpMechanism
 from jaxdp.mechanism import noise_key
-from jaxdp.train import INIT_STREAM
-from jaxdp.train_state import TrainState
+from jaxdp.train.loop import INIT_STREAM
+from jaxdp.train.state import TrainState
 
 
 class _Seen(NamedTuple):

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdp import checkpointing
+from jaxdp.train import checkpointing
 from jaxdp.models import lora
 
 

@@ -20,7 +20,7 @@ import os
 
 import jax
 
-from jaxdp import train
+from jaxdp.train import loop as train
 from jaxdp.errors import ConfigError
 from jaxdp.lm import exposure
 from jaxdp.lm import generate

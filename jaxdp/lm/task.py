@@ -26,7 +26,7 @@ from jaxdp.lm import synthetic_conversations
 from jaxdp.lm import tiny
 from jaxdp.models import lora
 from jaxdp.models import llama
-from jaxdp.task import Task
+from jaxdp.tasks.base import Task
 
 DATASETS = ('synthetic_support', 'chat_jsonl')
 TINY = 'tiny'

@@ -20,7 +20,7 @@ largest value whose total meets the target:
   mean μ) or Poisson (η = ∞) i.i.d. trials, only the best released:
   Papernot & Steinke 2022, Theorems 2 and 6, through dp-accounting.
 
-Everything is RDP at the integer orders of `jaxdp.sampled_gaussian_rdp`
+Everything is RDP at the integer orders of `jaxdp.accounting.sampled_gaussian_rdp`
 (exact for the subsampled Gaussian at those orders), so planning a search
 takes milliseconds.
 """
@@ -31,7 +31,7 @@ import math
 import numpy as np
 from dp_accounting.rdp import rdp_privacy_accountant
 
-from jaxdp import sampled_gaussian_rdp as sgm
+from jaxdp.accounting import sampled_gaussian_rdp as sgm
 from jaxdp.errors import ConfigError
 from jaxdp.mechanism import steps_from_epochs
 

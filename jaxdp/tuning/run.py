@@ -13,7 +13,7 @@ from typing import Callable
 from jaxdp import data
 from jaxdp.errors import ConfigError
 from jaxdp.mechanism import secure_seed
-from jaxdp.quantum import qiea
+from jaxdp.tuning.qiea import evolution as qiea
 from jaxdp.tuning import privacy
 from jaxdp.tuning import search as search_lib
 from jaxdp.tuning.space import NAMES as SPACE_NAMES

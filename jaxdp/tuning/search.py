@@ -27,7 +27,7 @@ import numpy as np
 from scipy import special
 
 from jaxdp.mechanism import MAX_CONFIG_SEED
-from jaxdp.quantum import qiea
+from jaxdp.tuning.qiea import evolution as qiea
 from jaxdp.tuning.space import SearchSpace
 from jaxdp.tuning.trial import TrialResult
 

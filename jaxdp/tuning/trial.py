@@ -24,21 +24,21 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxdp import image_task
+from jaxdp.tasks import image as image_task
 from jaxdp import models
 from jaxdp import noise
 from jaxdp import optimizers
 from jaxdp import private_releases
 from jaxdp import sharding
-from jaxdp import steps as steps_lib
+from jaxdp.train import step as steps_lib
 from jaxdp.data.dataset import Dataset
 from jaxdp.errors import ConfigError
 from jaxdp.mechanism import DpMechanism
 from jaxdp.mechanism import build_mechanism
 from jaxdp.mechanism import clipped_grad_sum
 from jaxdp.mechanism import noise_key
-from jaxdp.train import INIT_STREAM
-from jaxdp.train import _batch_arrays
+from jaxdp.train.loop import INIT_STREAM
+from jaxdp.train.loop import _batch_arrays
 
 # Separates the score's noise from the trial's other streams.
 SCORE_STREAM = 0x7A1

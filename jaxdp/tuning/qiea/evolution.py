@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdp.quantum import qubits
+from jaxdp.tuning.qiea import qubits
 
 # Lookup table for the rotation angle, in units of Δθ (Han & Kim 2002,
 # Table I, with the angles of their knapsack experiments: θ3 = 0.01π,

@@ -10,7 +10,7 @@ the realised batch size is not, so dividing by it would leak. The noise is
 drawn once per logical step from `fold_in(key, step)`, with `step` counted in
 the transformation's own state: a resumed run (same key, same step) redraws
 exactly the same noise, and no two steps share noise. Under a noise schedule
-(`jaxdp.noise_schedules`) the std of step t is std · f(t), f indexed by the
+(`jaxdp.noise.schedules`) the std of step t is std · f(t), f indexed by the
 same counter, so a rolled-back or resumed run stays on the accounted schedule.
 
 Put it first in an `optax.chain`; everything after it (momentum, Adam, weight
@@ -33,7 +33,7 @@ class NoiseState(NamedTuple):
 
 
 class AdaptiveNoiseState(NamedTuple):
-  """The state of `jaxdp.adaptive_clipping`'s noise link."""
+  """The state of `jaxdp.noise.adaptive`'s noise link."""
 
   step: jax.Array  # As NoiseState.
   key: jax.Array

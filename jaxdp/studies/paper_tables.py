@@ -27,7 +27,7 @@ from dp_accounting import rdp
 import numpy as np
 
 from jaxdp import accounting
-from jaxdp import budget
+from jaxdp.accounting import budget
 
 # Opacus's default RDP orders, which Tramèr & Boneh 2021's code used.
 OPACUS_ORDERS = tuple([1 + x / 10.0 for x in range(1, 100)] +

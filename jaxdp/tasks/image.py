@@ -5,12 +5,12 @@ import hashlib
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdp import augmentation
+from jaxdp.tasks import augmentation
 from jaxdp import data
 from jaxdp import models
 from jaxdp import private_releases
-from jaxdp import steps
-from jaxdp.task import Task
+from jaxdp.train import step as steps
+from jaxdp.tasks.base import Task
 
 
 def _digest(dataset: data.Dataset) -> int:

@@ -1,7 +1,7 @@
 """Times accounting a noise schedule: vectorised RDP against dp-accounting.
 
 A per-step schedule has a distinct σ at every step; dp-accounting's
-`RdpAccountant` evaluates each step on its own. `jaxdp.sampled_gaussian_rdp`
+`RdpAccountant` evaluates each step on its own. `jaxdp.accounting.sampled_gaussian_rdp`
 computes all steps at once. Both are timed on the same schedule (cosine
 from σ_start to σ_end, q fixed), and their ε are compared: exactly, with the
 same integer orders, and against dp-accounting's default orders. dp-accounting
@@ -14,8 +14,8 @@ import time
 import dp_accounting
 from dp_accounting import rdp
 
-from jaxdp import sampled_gaussian_rdp as sgm
-from jaxdp.noise_schedules import NoiseSchedule
+from jaxdp.accounting import sampled_gaussian_rdp as sgm
+from jaxdp.noise.schedules import NoiseSchedule
 
 
 def _best_of(repeats: int, fn):

@@ -11,8 +11,8 @@ strategy is compared with random search seed by seed (paired differences).
 import statistics
 from typing import Callable, Sequence
 
-from jaxdp.intervals import format_interval
-from jaxdp.intervals import mean_interval
+from jaxdp.studies.intervals import format_interval
+from jaxdp.studies.intervals import mean_interval
 from jaxdp.tuning.run import TuneSettings
 from jaxdp.tuning.run import Tuner
 

@@ -32,7 +32,7 @@ from typing import Optional
 
 import dp_accounting
 
-from jaxdp import event_history
+from jaxdp.accounting import history as event_history
 from jaxdp import private_releases
 from jaxdp.private_releases import UNKNOWN as _UNKNOWN
 
@@ -272,7 +272,7 @@ def verify(path: str, anchor: Optional[dict] = None) -> Report:
 
 def verify_workdir(workdir: str) -> dict:
   """`verify` on a workdir's ledger, anchored by its newest checkpoint."""
-  from jaxdp import checkpointing  # Heavy (orbax); only the CLI needs it.
+  from jaxdp.train import checkpointing  # Heavy (orbax); only the CLI needs it.
   path = os.path.join(workdir, FILENAME)
   if not os.path.exists(path):
     raise FileNotFoundError(f'there is no {FILENAME} in {workdir} (is it a '

@@ -31,7 +31,7 @@ SHAPES = ('constant', 'linear', 'exponential', 'cosine', 'step')
 
 # More pieces make ledgers and PLD accounting longer; 1,000 distinct steps
 # take dp-accounting minutes. Per-step schedules are for the host-side
-# analysis (jaxdp.sampled_gaussian_rdp), not for training runs.
+# analysis (jaxdp.accounting.sampled_gaussian_rdp), not for training runs.
 MAX_SEGMENTS = 100
 
 

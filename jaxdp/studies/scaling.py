@@ -21,10 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdp import benchmark
+from jaxdp.studies import benchmark
 from jaxdp import sharding
-from jaxdp import steps
-from jaxdp.train_state import TrainState
+from jaxdp.train import step as steps
+from jaxdp.train.state import TrainState
 
 
 def _runner(problem, batch_size: int, num_devices: int,

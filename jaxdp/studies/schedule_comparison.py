@@ -13,8 +13,8 @@ import tempfile
 from typing import Callable, Sequence
 
 from jaxdp.train import train_and_evaluate
-from jaxdp.intervals import format_interval
-from jaxdp.intervals import mean_interval
+from jaxdp.studies.intervals import format_interval
+from jaxdp.studies.intervals import mean_interval
 
 
 def variants(final_ratio: float) -> list:

@@ -33,16 +33,16 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxdp import adaptive_clipping
-from jaxdp import benchmark_compare
+from jaxdp.noise import adaptive as adaptive_clipping
+from jaxdp.studies import benchmark_compare
 from jaxdp import models
-from jaxdp import noise_schedules
+from jaxdp.noise import schedules as noise_schedules
 from jaxdp import private_releases
 from jaxdp.models import lora
-from jaxdp import steps
+from jaxdp.train import step as steps
 from jaxdp.mechanism import build_mechanism
 from jaxdp.models.transformer import next_token_loss
-from jaxdp.train_state import TrainState
+from jaxdp.train.state import TrainState
 
 MODELS = ('mlp', 'cnn', 'wrn16_4', 'transformer', 'lora', 'smollm2_lora')
 # Tokens per sequence of the smollm2_lora problem.

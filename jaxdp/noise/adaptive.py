@@ -36,7 +36,7 @@ import numpy as np
 import optax
 
 from jaxdp import noise
-from jaxdp.noise import AdaptiveNoiseState
+from jaxdp.noise.gaussian import AdaptiveNoiseState
 from jaxdp.errors import ConfigError
 
 # Separates the count's noise from the gradient's within a step's key.

@@ -22,8 +22,8 @@ from typing import Callable, Optional, Sequence
 import jax
 import numpy as np
 
-from jaxdp import paper_tables
-from jaxdp import train
+from jaxdp.studies import paper_tables
+from jaxdp.train import loop as train
 from jaxdp.data import stand_in_files
 from jaxdp.errors import ConfigError
 from jaxdp.errors import MissingDataError

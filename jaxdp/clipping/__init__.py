@@ -19,7 +19,7 @@ BatchNorm, are refused elsewhere). Two ways compute S from it:
 * `vmap` (this module): per-example gradients from `jax.vmap` over
   `jax.value_and_grad`. Exact for any model; memory and time grow with
   batch × parameters.
-* `fast` / `ghost` (`jaxdp.fast_clipping`): norms from activations and output
+* `fast` / `ghost` (`jaxdp.clipping.fast`): norms from activations and output
   gradients of known layers, without per-example gradients (`vmap` for the
   rest); the clipped sum from the same (`fast`) or from a second backward
   pass weighted by the clip factors (`ghost`).

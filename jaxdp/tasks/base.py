@@ -3,7 +3,7 @@
 The training loop (`jaxdp.train`) samples example indices, asks the task for
 those examples' inputs, and hands `batch_loss` to the mechanism, which clips
 per example and adds the noise. Everything specific to images or to language
-lives behind these fields: `image_task.py` builds the classification task,
+lives behind these fields: `tasks/image.py` builds the classification task,
 `lm/task.py` the language-model fine-tuning task.
 
 Frozen parameters (a pretrained model under LoRA adapters) are passed to the

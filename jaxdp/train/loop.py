@@ -39,26 +39,26 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxdp import budget as budget_lib
-from jaxdp import checkpointing
+from jaxdp.accounting import budget as budget_lib
+from jaxdp.train import checkpointing
 from jaxdp import distributed
-from jaxdp import divergence
-from jaxdp import event_history
-from jaxdp import image_task
-from jaxdp import ledger as ledger_lib
+from jaxdp.train import divergence
+from jaxdp.accounting import history as event_history
+from jaxdp.tasks import image as image_task
+from jaxdp.train import ledger as ledger_lib
 from jaxdp import noise
 from jaxdp import optimizers
-from jaxdp import run_identity
+from jaxdp.train import run_identity
 from jaxdp import sharding
-from jaxdp import steps
+from jaxdp.train import step as steps
 from jaxdp.errors import ConfigError
 from jaxdp.mechanism import MAX_CONFIG_SEED
 from jaxdp.mechanism import build_mechanism
 from jaxdp.lm import task as lm_task
 from jaxdp.mechanism import secure_seed
 from jaxdp.models import lora
-from jaxdp.task import Task
-from jaxdp.train_state import TrainState
+from jaxdp.tasks.base import Task
+from jaxdp.train.state import TrainState
 
 # Separates the parameter-initialisation key from the noise key.
 INIT_STREAM = 0x1417

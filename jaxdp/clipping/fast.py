@@ -61,7 +61,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdp import clipping
-from jaxdp import linear_views
+from jaxdp.clipping import linear_views
 
 PyTree = Any
 _NORMS = (nn.LayerNorm, nn.RMSNorm, nn.GroupNorm)

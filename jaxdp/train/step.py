@@ -14,12 +14,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxdp import adaptive_clipping
+from jaxdp.noise import adaptive as adaptive_clipping
 from jaxdp.mechanism import DpMechanism
 from jaxdp.models import lora
 from jaxdp.sharding import Placement
 from jaxdp.sharding import make_mesh
-from jaxdp.train_state import TrainState
+from jaxdp.train.state import TrainState
 
 
 def classification_loss(apply_fn: Callable) -> Callable:

@@ -15,7 +15,7 @@ import pathlib
 from jaxdp import __version__
 from jaxdp import private_releases
 from jaxdp.errors import ConfigError
-from jaxdp.noise_schedules import NoiseSchedule
+from jaxdp.noise.schedules import NoiseSchedule
 
 # privacy_settings key -> the config field a user changes to change it.
 _FIELDS = {
@@ -128,7 +128,7 @@ def config_hash(config) -> str:
 
 def code_version() -> str:
   """jaxdp's version and a SHA-256 over its Python sources."""
-  root = pathlib.Path(__file__).parent
+  root = pathlib.Path(__file__).parent.parent  # The whole jaxdp package.
   digest = hashlib.sha256()
   for path in sorted(root.rglob('*.py')):
     digest.update(str(path.relative_to(root)).encode('utf-8'))
