@@ -16,11 +16,9 @@ cannot change ε.
 import dataclasses
 import functools
 import math
-import secrets
 from typing import Optional
 
 import dp_accounting
-import jax
 import numpy as np
 
 from jaxdp import accounting
@@ -33,35 +31,14 @@ from jaxdp.noise import schedules as noise_schedules
 from jaxdp import private_releases
 from jaxdp import sampling
 from jaxdp.errors import ConfigError
+from jaxdp.streams import MAX_CONFIG_SEED  # Re-exported: part of the API.
+from jaxdp.streams import noise_key
+from jaxdp.streams import secure_seed  # Re-exported: part of the API.
 
 # perf.clipping -> how the fast path forms the clipped sum ('vmap' uses no
 # fast path); all agree up to rounding (tests/test_fast_clipping.py).
 _CLIPPED_SUMS = {'fast': 'bookkeeping', 'ghost': 'second_backward'}
 CLIPPING_METHODS = (*_CLIPPED_SUMS, 'vmap')
-
-# Separates the noise key from other keys derived from the same seed.
-NOISE_STREAM = 0x401E
-
-# Config seeds are below this; secure seeds (dp.secure_noise) are 128-bit
-# values with the top bit set, far above it.
-MAX_CONFIG_SEED = 2**31 - 1
-
-
-def secure_seed() -> int:
-  """128 bits from the operating system's entropy source (top bit set)."""
-  return secrets.randbits(128) | (1 << 127)
-
-
-def noise_key(seed: int) -> jax.Array:
-  """The key of the noise stream of privacy seed `seed`."""
-  if seed <= MAX_CONFIG_SEED:
-    return jax.random.fold_in(jax.random.key(seed), NOISE_STREAM)
-  # jax.random.key keeps only 32 bits of a Python int without x64, so a
-  # secure seed fills the key's whole 64 bits of data through a SeedSequence.
-  data = np.random.SeedSequence([seed, NOISE_STREAM]).generate_state(
-      2, np.uint32)
-  return jax.random.wrap_key_data(data, impl='threefry2x32')
-
 
 def steps_from_epochs(num_epochs: float, sampling_probability: float) -> int:
   """Steps for `num_epochs` expected passes: ceil(epochs / q)."""

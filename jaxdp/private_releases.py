@@ -39,12 +39,12 @@ from typing import Optional
 import dp_accounting
 import numpy as np
 
+from jaxdp import streams
 from jaxdp.accounting import history as event_history
 from jaxdp.data.dataset import Dataset
 from jaxdp.errors import ConfigError
 
 # Separates the release noise from the sampler's and the training noise.
-_PCA_STREAM, _NORM_STREAM = 0x9CA, 0x4E0
 # Added to released variances before the square root, as in the paper.
 _VARIANCE_FLOOR = 1e-5
 
@@ -155,7 +155,7 @@ def apply(dp, dataset: Dataset, seed: int) -> Dataset:
   if dp.normalization_noise_multiplier:
     mean, variance = private_channel_stats(
         dataset.train_images, dp.normalization_clip,
-        dp.normalization_noise_multiplier, _rng(seed, _NORM_STREAM))
+        dp.normalization_noise_multiplier, _rng(seed, streams.NORM_STREAM))
     # A channel whose released variance is 0 carries no usable signal.
     scale = np.where(variance > 0, 1.0 / np.sqrt(variance + _VARIANCE_FLOOR),
                      0.0).astype(np.float32)
@@ -166,7 +166,7 @@ def apply(dp, dataset: Dataset, seed: int) -> Dataset:
         test_images=norm(dataset.test_images))
   if dp.pca_components:
     projection = private_pca(dataset.train_images, dp.pca_components,
-                             dp.pca_noise_multiplier, _rng(seed, _PCA_STREAM))
+                             dp.pca_noise_multiplier, _rng(seed, streams.PCA_STREAM))
     project = lambda x: (x.reshape(len(x), -1) @ projection).reshape(
         len(x), 1, 1, -1)
     dataset = dataclasses.replace(

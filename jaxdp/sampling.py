@@ -37,12 +37,11 @@ import dp_accounting
 import numpy as np
 from scipy import stats
 
+from jaxdp import streams
 from jaxdp.errors import ConfigError
 
 SAMPLERS = ('poisson', 'fixed_size')
 
-# Separates the sampler's random stream from others derived from the same seed.
-_SAMPLER_STREAM = 0x5A3D
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +93,7 @@ class PoissonSampler:
     self.padded_size = _round_up(max(cap, 1), multiple_of)
 
   def sample(self, step: int) -> Batch:
-    rng = np.random.default_rng([self.seed, _SAMPLER_STREAM, int(step)])
+    rng = np.random.default_rng([self.seed, streams.SAMPLER_STREAM, int(step)])
     included = rng.random(self.num_examples) < self.sampling_probability
     return _pad(np.flatnonzero(included), self.padded_size)
 
@@ -122,7 +121,7 @@ class FixedSizeSampler:
     self.padded_size = _round_up(int(batch_size), multiple_of)
 
   def sample(self, step: int) -> Batch:
-    rng = np.random.default_rng([self.seed, _SAMPLER_STREAM, int(step)])
+    rng = np.random.default_rng([self.seed, streams.SAMPLER_STREAM, int(step)])
     chosen = rng.choice(self.num_examples, int(self.expected_batch_size),
                         replace=False, shuffle=False)
     return _pad(np.sort(chosen), self.padded_size)

@@ -20,6 +20,7 @@ from jaxdp.lm import memorisation
 from jaxdp.lm import synthetic_conversations
 from jaxdp.lm import task as lm_task
 from jaxdp.lm import tiny
+from jaxdp import tasks
 
 
 @pytest.fixture(scope='module')
@@ -143,7 +144,7 @@ def test_dp_lora_run_checkpoints_adapters_and_refuses_another_unit(tmp_path):
 
 def test_user_level_task_samples_users():
   """The trainer's N (which the sampler and accountant use) counts users."""
-  task = train.build_task(_quick_config(**{'lm.privacy_unit': 'user',
+  task = tasks.build_task(_quick_config(**{'lm.privacy_unit': 'user',
                                            'lm.max_length': 320}))
   train_set, _, _ = synthetic_conversations.make()
   assert task.results['privacy_unit'] == 'user'

@@ -5,6 +5,7 @@ import pytest
 from scipy import stats
 
 from jaxdp import sampling
+from jaxdp import streams
 from jaxdp.errors import ConfigError
 
 
@@ -54,7 +55,7 @@ def test_padding_is_static_and_overflow_is_never_truncated():
   overflowed = 0
   for step in range(300):
     batch = sampler.sample(step)
-    rng = np.random.default_rng([1, sampling._SAMPLER_STREAM, step])
+    rng = np.random.default_rng([1, streams.SAMPLER_STREAM, step])
     truth = np.flatnonzero(rng.random(1000) < 0.1)
     np.testing.assert_array_equal(batch.indices[batch.mask], truth)
     assert len(batch.mask) % sampler.padded_size == 0

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxdp import streams
 from jaxdp.data.dataset import Dataset
 from jaxdp.errors import ConfigError
 
@@ -31,9 +32,6 @@ CANARY_KINDS = ('gradient', 'mislabelled', 'ood')
 # clipped to C by a correct mechanism, 10× larger if clipping is skipped.
 GRADIENT_NORM_IN_CLIPS = 10.0
 
-# Separates canary randomness from other streams of the same seed.
-_CANARY_STREAM = 0xCA9A
-_PRESENCE_STREAM = 0x9E5E
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +61,7 @@ def make(kind: str, count: int, dataset: Dataset, seed: int) -> Canaries:
     raise ConfigError('--canaries', f'must be >= 1, got {count}',
                       'insert at least one canary (hundreds for a one-run '
                       'audit)')
-  rng = np.random.default_rng([seed, _CANARY_STREAM])
+  rng = np.random.default_rng([seed, streams.CANARY_STREAM])
   shape = dataset.train_images.shape[1:]
   test_images, test_labels = dataset.test_images, dataset.test_labels
   if kind == 'gradient':
@@ -89,7 +87,7 @@ def make(kind: str, count: int, dataset: Dataset, seed: int) -> Canaries:
 
 def draw_presence(count: int, seed: int) -> np.ndarray:
   """bool [count]: each canary present independently with probability ½."""
-  rng = np.random.default_rng([seed, _PRESENCE_STREAM])
+  rng = np.random.default_rng([seed, streams.PRESENCE_STREAM])
   return rng.random(count) < 0.5
 
 

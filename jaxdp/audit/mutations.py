@@ -26,11 +26,11 @@ import math
 import dp_accounting
 import optax
 
+from jaxdp import streams
 from jaxdp import accounting
 from jaxdp import noise
 from jaxdp.errors import ConfigError
 from jaxdp.mechanism import DpMechanism
-from jaxdp.mechanism import noise_key
 
 MUTATIONS = ('none', 'no_clipping', 'noise_divided_by_batch',
              'reused_noise_key', 'wrong_sampling_rate')
@@ -82,7 +82,7 @@ class MutatedMechanism(DpMechanism):
     if self.mutation == 'noise_divided_by_batch':
       return noise.add_noise_and_normalize(
           self.noise_std / self.expected_batch_size, self.expected_batch_size,
-          noise_key(seed))
+          streams.noise_key(seed))
     transform = super().noise_transform(seed)
     if self.mutation == 'reused_noise_key':
       return _same_noise_every_step(transform)

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxdp import streams
 from jaxdp import models
 from jaxdp import noise
 from jaxdp import optimizers
@@ -36,8 +37,6 @@ from jaxdp.audit import canaries as canaries_lib
 from jaxdp.data.dataset import Dataset
 from jaxdp.errors import ConfigError
 from jaxdp.mechanism import DpMechanism
-from jaxdp.mechanism import noise_key
-from jaxdp.train.loop import INIT_STREAM
 from jaxdp.train.state import TrainState
 
 
@@ -98,7 +97,7 @@ class AuditTrainer:
     self.labels = np.concatenate([dataset.train_labels, canaries.labels])
     sample = (jnp.asarray(self.images[:1]), jnp.zeros((1, m), jnp.float32))
     models.check_no_example_mixing(module.model, sample[0])
-    init_key = jax.random.fold_in(jax.random.key(config.seed), INIT_STREAM)
+    init_key = streams.init_key(config.seed)
     self.initial_params = module.init(init_key, *sample)['params']
     # A finite scale even for a non-private baseline (C = ∞).
     clip = mechanism.clip_norm if math.isfinite(mechanism.clip_norm) else 1.0
@@ -109,7 +108,7 @@ class AuditTrainer:
         optimizers.build_optimizer(config.optimizer, mechanism.num_steps))
     self.step = steps.make_train_step(
         loss, mechanism, self.tx, self.placement,
-        self._initial_state(noise_key(0)))
+        self._initial_state(streams.noise_key(0)))
     self.predict = jax.jit(
         lambda p, x: jax.nn.log_softmax(module.apply(
             {'params': p}, x, jnp.zeros((x.shape[0], m), jnp.float32))[0]))
@@ -147,7 +146,7 @@ class AuditTrainer:
     """Trains once with the canaries where `presence` is True."""
     present = np.r_[np.ones(self.num_real, bool), presence]
     sampler = self._sampler(seed)
-    state = self._initial_state(noise_key(seed))
+    state = self._initial_state(streams.noise_key(seed))
     seen = []
     for t in range(self.mechanism.num_steps):
       batch = sampler.sample(t)

@@ -35,12 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxdp import streams
 from jaxdp import noise
 from jaxdp.noise.gaussian import AdaptiveNoiseState
 from jaxdp.errors import ConfigError
 
-# Separates the count's noise from the gradient's within a step's key.
-COUNT_STREAM = 0xC0C0
 
 
 # The config.dp fields of fixed clipping (for dp ConfigDicts built by hand).
@@ -127,7 +126,7 @@ def add_noise_and_adapt(gradient_noise_multipliers: np.ndarray,
                          state.step) * state.clip_norm
     mean = noise.noisy_mean(clipped_sum, state.key, state.step, std, b)
     count_key = jax.random.fold_in(jax.random.fold_in(state.key, state.step),
-                                   COUNT_STREAM)
+                                   streams.COUNT_STREAM)
     noisy = unclipped_count + count_std * jax.random.normal(
         count_key, (), jnp.float32)
     clip_norm = state.clip_norm * jnp.exp(

@@ -18,8 +18,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxdp import streams
+
 # Separates the augmentation key from other keys derived from the same seed.
-AUGMENT_STREAM = 0xA061
 PADDING = 4
 
 
@@ -36,7 +37,7 @@ def flip_and_crop(key: jax.Array, image: jax.Array) -> jax.Array:
 
 def views(seed: int, ids: jax.Array, images: jax.Array, k: int) -> jax.Array:
   """[n, H, W, C] -> [n, k, H, W, C]; `ids` [n, 2] = (execution, slot)."""
-  base = jax.random.fold_in(jax.random.key(seed), AUGMENT_STREAM)
+  base = jax.random.fold_in(jax.random.key(seed), streams.AUGMENT_STREAM)
 
   def per_example(example_id, image):
     key = jax.random.fold_in(jax.random.fold_in(base, example_id[0]),

@@ -39,12 +39,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxdp import streams
 from jaxdp.accounting import budget as budget_lib
 from jaxdp.train import checkpointing
 from jaxdp import distributed
 from jaxdp.train import divergence
 from jaxdp.accounting import history as event_history
-from jaxdp.tasks import image as image_task
 from jaxdp.train import ledger as ledger_lib
 from jaxdp import noise
 from jaxdp import optimizers
@@ -52,16 +52,12 @@ from jaxdp.train import run_identity
 from jaxdp import sharding
 from jaxdp.train import step as steps
 from jaxdp.errors import ConfigError
-from jaxdp.mechanism import MAX_CONFIG_SEED
 from jaxdp.mechanism import build_mechanism
-from jaxdp.lm import task as lm_task
-from jaxdp.mechanism import secure_seed
 from jaxdp.models import lora
-from jaxdp.tasks.base import Task
+from jaxdp.tasks import Task
+from jaxdp.tasks import build_task
 from jaxdp.train.state import TrainState
 
-# Separates the parameter-initialisation key from the noise key.
-INIT_STREAM = 0x1417
 
 # Exit statuses of a run (results['status']).
 COMPLETED = 'completed'
@@ -88,24 +84,14 @@ def _batch_arrays(task: Task, batch, placement: sharding.Placement,
   return placement.put_batch(gather, len(batch.indices))
 
 
-def build_task(config) -> Task:
-  """The task `config.task` names, with its data loaded and model built."""
-  if config.task == 'classification':
-    return image_task.build(config)
-  if config.task == 'language_model':
-    return lm_task.build(config)
-  raise ConfigError('task', f'unknown task {config.task!r}',
-                    'use classification or language_model')
-
-
 def _json_number(x: float) -> Optional[float]:
   return float(x) if math.isfinite(x) else None
 
 
 def _check_run_fields(config) -> None:
   """ConfigError for bad settings outside config.dp (checked before work)."""
-  if not (isinstance(config.seed, int) and 0 <= config.seed <= MAX_CONFIG_SEED):
-    raise ConfigError('seed', f'must be an integer in [0, {MAX_CONFIG_SEED}], '
+  if not (isinstance(config.seed, int) and 0 <= config.seed <= streams.MAX_CONFIG_SEED):
+    raise ConfigError('seed', f'must be an integer in [0, {streams.MAX_CONFIG_SEED}], '
                       f'got {config.seed!r}', 'set seed=0 (or another small '
                       'integer)')
   if not config.eval.batch_size > 0:
@@ -276,7 +262,7 @@ def _train(config, workdir: str, log, start: float, task: Task) -> dict:
                          'filesystem every host sees the same way')
   distributed.barrier('jaxdp: workdir read')
   if meta is None:
-    progress = Progress(privacy_seed=distributed.host0_int(secure_seed())
+    progress = Progress(privacy_seed=distributed.host0_int(streams.secure_seed())
                         if config.dp.secure_noise else config.seed)
   else:
     progress = Progress.from_json(meta)
@@ -300,8 +286,7 @@ def _train(config, workdir: str, log, start: float, task: Task) -> dict:
   if mechanism.setup_event is not None:
     # Same seed, same data: a resumed run recomputes the same release.
     task = task.with_releases(config.dp, progress.privacy_seed)
-  init_key = jax.random.fold_in(jax.random.key(config.seed), INIT_STREAM)
-  params, frozen = task.init(init_key)
+  params, frozen = task.init(streams.init_key(config.seed))
   if frozen is not None:
     frozen = placement.put_state(frozen)
   num_params = sum(x.size for x in jax.tree_util.tree_leaves(params))

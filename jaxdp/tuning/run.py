@@ -10,9 +10,9 @@ import dataclasses
 import math
 from typing import Callable
 
+from jaxdp import streams
 from jaxdp import data
 from jaxdp.errors import ConfigError
-from jaxdp.mechanism import secure_seed
 from jaxdp.tuning.qiea import evolution as qiea
 from jaxdp.tuning import privacy
 from jaxdp.tuning import search as search_lib
@@ -115,7 +115,7 @@ class Tuner:
     check(settings)
     plan = self.plan(settings)
     secure = bool(self.config.dp.secure_noise)
-    search_seed = secure_seed() if secure else seed
+    search_seed = streams.secure_seed() if secure else seed
     random = settings.strategy == 'random'
 
     def run_trial(indices, index):

@@ -26,6 +26,7 @@ import jax
 import numpy as np
 from scipy import special
 
+from jaxdp import streams
 from jaxdp.mechanism import MAX_CONFIG_SEED
 from jaxdp.tuning.qiea import evolution as qiea
 from jaxdp.tuning.space import SearchSpace
@@ -33,9 +34,7 @@ from jaxdp.tuning.trial import TrialResult
 
 STRATEGIES = ('random', 'grid', 'qiea')
 # Streams of the search's own randomness (trial count, candidates, QIEA).
-_SEARCH_STREAM = 0x5EA
 # Each trial's privacy seed, from the run seed and the trial's index.
-_TRIAL_STREAM = 0x7E1A
 
 
 def accounting_of(strategy: str) -> str:
@@ -52,7 +51,7 @@ def trial_seeds(seed: int, count: int) -> list:
   wide = seed > MAX_CONFIG_SEED
   out, seen, i = [], set(), 0
   while len(out) < count:
-    words = np.random.SeedSequence([seed, _TRIAL_STREAM, i]).generate_state(
+    words = np.random.SeedSequence([seed, streams.TRIAL_STREAM, i]).generate_state(
         4 if wide else 1, np.uint32)
     i += 1
     value = (int.from_bytes(words.tobytes(), 'little') | (1 << 127) if wide
@@ -131,7 +130,7 @@ def search(run_trial: Callable[[tuple, int], TrialResult], space: SearchSpace,
       their scores and their number stay hidden; only the best is
       released).
   """
-  rng = np.random.default_rng([seed, _SEARCH_STREAM])
+  rng = np.random.default_rng([seed, streams.SEARCH_STREAM])
   done = []
 
   def run(indices) -> float:

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxdp import streams
 from jaxdp.tasks import image as image_task
 from jaxdp import models
 from jaxdp import noise
@@ -36,12 +37,9 @@ from jaxdp.errors import ConfigError
 from jaxdp.mechanism import DpMechanism
 from jaxdp.mechanism import build_mechanism
 from jaxdp.mechanism import clipped_grad_sum
-from jaxdp.mechanism import noise_key
-from jaxdp.train.loop import INIT_STREAM
 from jaxdp.train.loop import _batch_arrays
 
 # Separates the score's noise from the trial's other streams.
-SCORE_STREAM = 0x7A1
 # optimizer.name values whose update is the learning rate times a direction
 # (optimizers.build_optimizer, constant schedule): a trial scales by it.
 LINEAR_IN_LEARNING_RATE = ('sgd', 'adam', 'adamw')
@@ -165,10 +163,9 @@ class TrialRunner:
       raise RuntimeError(f'the trial\'s mechanism {event} is not the one '
                          f'accounted: Poisson, add/remove, q = B/N, {steps} '
                          f'steps, σ = {sigma}')
-    params, _ = self.task.init(jax.random.fold_in(jax.random.key(init_seed),
-                                                  INIT_STREAM))
+    params, _ = self.task.init(streams.init_key(init_seed))
     opt_state = self.optimizer.init(params)
-    key = noise_key(privacy_seed)
+    key = streams.noise_key(privacy_seed)
     # Clipping runs with float32 C; the noise is σ times that C, rounded
     # up: never less noise than accounted for the sensitivity used.
     clip32 = np.float32(mechanism.clip_norm)
@@ -194,6 +191,6 @@ class TrialRunner:
         self.eval_step, params, self.dataset.train_images,
         self.dataset.train_labels, size, self.placement)
     correct = round(accuracy * self.num_train)
-    rng = np.random.default_rng([privacy_seed, SCORE_STREAM])
+    rng = np.random.default_rng([privacy_seed, streams.SCORE_STREAM])
     return float((correct + self.score_noise * rng.standard_normal())
                  / self.num_train)
