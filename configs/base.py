@@ -137,6 +137,16 @@ def get_config() -> ml_collections.ConfigDict:
   # ... from the unclipped count released with noise of this std (unset:
   # B/20). Its privacy cost is taken out of σ, so ε is unchanged.
   config.dp.adaptive_clip_count_noise = config_dict.placeholder(float)
+  # gaussian (N(0, σ²C²) once per step) | adaptive (C tracks a quantile;
+  # also chosen by adaptive_clip_quantile > 0): the noise link that
+  # privatises the clipped sum (jaxdp/noise/__init__.py, LINKS).
+  config.dp.noise_mechanism = 'gaussian'
+  # global (each example's whole gradient to norm ≤ C) | per_layer (each
+  # layer to its own C_k, Σ C_k² = C²; the same ε): jaxdp/clipping, RULES.
+  config.dp.clip_rule = 'global'
+  # per_layer only: equal (C_k = C / sqrt(K)) | params (C_k ∝ sqrt of the
+  # layer's parameter count).
+  config.dp.per_layer_clip_split = 'equal'
   # False: the sampler and the noise are seeded from `seed`, so a run can be
   # reproduced, and the seed must then be kept as secret as the data. True:
   # they are seeded from the operating system's entropy (the secret seed is

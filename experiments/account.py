@@ -19,12 +19,10 @@ import ml_collections
 
 from configs import base
 from jaxdp import accounting
-from jaxdp.noise import adaptive as adaptive_clipping
-from jaxdp.noise import schedules as noise_schedules
-from jaxdp import private_releases
 from jaxdp import sampling
 from jaxdp.errors import ConfigError
 from jaxdp.mechanism import build_mechanism
+from jaxdp.mechanism import hand_built_dp
 
 _N = flags.DEFINE_integer('num_examples', None, 'N, training set size.')
 _B = flags.DEFINE_float('batch_size', None,
@@ -46,13 +44,11 @@ _ALLOW_LARGE_DELTA = flags.DEFINE_bool('allow_large_delta', False,
 
 
 def _dp_config() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({
+  return hand_built_dp(**{
       'sampler': _SAMPLER.value, 'batch_size': _B.value, 'clip_norm': 1.0,
       'noise_multiplier': _SIGMA.value, 'target_epsilon': _TARGET.value,
       'delta': _DELTA.value, 'accountant': _ACCOUNTANT.value,
-      'allow_large_delta': _ALLOW_LARGE_DELTA.value,
-      **private_releases.NO_RELEASES, **noise_schedules.CONSTANT,
-      **adaptive_clipping.OFF})
+      'allow_large_delta': _ALLOW_LARGE_DELTA.value})
 
 
 def main(argv):

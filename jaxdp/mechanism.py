@@ -19,15 +19,12 @@ import math
 from typing import Optional
 
 import dp_accounting
-import numpy as np
+import ml_collections
 
 from jaxdp import accounting
-from jaxdp.noise import adaptive as adaptive_clipping
 from jaxdp import clipping
 from jaxdp.accounting import history as event_history
-from jaxdp.clipping import fast as fast_clipping
 from jaxdp import noise
-from jaxdp.noise import schedules as noise_schedules
 from jaxdp import private_releases
 from jaxdp import sampling
 from jaxdp.errors import ConfigError
@@ -35,10 +32,23 @@ from jaxdp.streams import MAX_CONFIG_SEED  # Re-exported: part of the API.
 from jaxdp.streams import noise_key
 from jaxdp.streams import secure_seed  # Re-exported: part of the API.
 
-# perf.clipping -> how the fast path forms the clipped sum ('vmap' uses no
-# fast path); all agree up to rounding (tests/test_fast_clipping.py).
-_CLIPPED_SUMS = {'fast': 'bookkeeping', 'ghost': 'second_backward'}
-CLIPPING_METHODS = (*_CLIPPED_SUMS, 'vmap')
+__all__ = ['DpMechanism', 'MAX_CONFIG_SEED', 'build_mechanism', 'hand_built_dp',
+           'noise_key', 'secure_seed', 'steps_from_epochs']
+
+
+def hand_built_dp(**core) -> ml_collections.ConfigDict:
+  """A `config.dp` with the fields in `core` and every optional mechanism
+  off: no releases before training, a constant σ, a fixed C, Gaussian noise,
+  global clipping (configs/base.py's defaults; tests/test_mechanism.py
+  checks they agree). For dp configs built by hand, not from base.py."""
+  return ml_collections.ConfigDict({
+      **core, **private_releases.NO_RELEASES,
+      'noise_schedule': 'constant', 'noise_schedule_final_ratio': 1.0,
+      'noise_schedule_segments': 10, 'adaptive_clip_quantile': 0.0,
+      'adaptive_clip_learning_rate': 0.2, 'adaptive_clip_count_noise': None,
+      'noise_mechanism': 'gaussian', 'clip_rule': 'global',
+      'per_layer_clip_split': 'equal'})
+
 
 def steps_from_epochs(num_epochs: float, sampling_probability: float) -> int:
   """Steps for `num_epochs` expected passes: ceil(epochs / q)."""
@@ -61,11 +71,13 @@ class DpMechanism:
   # Releases made once before step 1 (DP-PCA, released normalisation; see
   # private_releases.py), composed with the steps in every ε.
   setup_event: Optional[dp_accounting.DpEvent] = None
-  # σ_t = noise_multiplier · f(t), piecewise constant (noise/schedules.py).
-  schedule: noise_schedules.NoiseSchedule = noise_schedules.NoiseSchedule()
-  # Quantile-tracking C (noise/adaptive.py): clip_norm is then C_0, and
-  # the unclipped count is released with every step at no extra ε.
-  adaptive: Optional[adaptive_clipping.AdaptiveClipping] = None
+  # What privatises the clipped sum and what the accountant is told of it
+  # (`jaxdp.noise.LINKS`, dp.noise_mechanism): Gaussian noise on a σ
+  # schedule, adaptive clipping's link (which owns C_t), ...
+  link: noise.NoiseLink = noise.gaussian.GaussianLink()
+  # How each example's gradient is bounded (`jaxdp.clipping.RULES`,
+  # dp.clip_rule); every rule's contributions have norm ≤ clip_norm.
+  clip_rule: clipping.ClipRule = clipping.RULES['global']()
 
   @property
   def noise_std(self) -> float:
@@ -92,21 +104,12 @@ class DpMechanism:
   def is_private(self) -> bool:
     return self.noise_multiplier > 0 and math.isfinite(self.clip_norm)
 
-  def _event_with_factor(self, factor: float) -> dp_accounting.DpEvent:
-    # σ·C·f over the sensitivity (C or 2C): the multiplier the accountant
-    # sees. Adaptive clipping keeps it (its count is paid from σ).
-    event_sigma = (self.noise_std * factor / self.sensitivity
-                   if self.is_private else 0.0)
-    return self.sampler.step_event(dp_accounting.GaussianDpEvent(event_sigma))
-
   def pieces(self) -> list:
-    """[(count, one step's DpEvent)] of the planned steps, in order.
-
-    One piece for a constant σ; a schedule's pieces otherwise. Steps past
-    the planned ones (a run extended after rollbacks) repeat the last piece.
-    """
-    return [(count, self._event_with_factor(factor))
-            for _, count, factor in self.schedule.pieces(self.num_steps)]
+    """[(count, one step's DpEvent)] of the planned steps, in order (the
+    link's: one piece for a constant σ, a schedule's pieces otherwise).
+    Steps past the planned ones (a run extended after rollbacks) repeat the
+    last piece."""
+    return self.link.pieces(self)
 
   def step_event(self) -> dp_accounting.DpEvent:
     """The DpEvent of the first step (of every step for a constant σ)."""
@@ -142,44 +145,22 @@ class DpMechanism:
         self.setup_event)
 
   def clipped_grad_sum(self, batch_loss: clipping.BatchLoss,
-                       clip_norm=None):
-    """f(params, batch, mask) -> (clipped sum, stats) with this run's C.
+                       clip_norm=None) -> clipping.ClippedSum:
+    """f(params, batch, mask) -> (clipped sum, stats) with this run's rule.
 
-    `clip_norm` (possibly traced) replaces C: adaptive clipping passes the
-    C_t its noise state holds.
+    `clip_norm` (possibly traced) replaces C: the C_t a link owns.
     """
-    return clipped_grad_sum(batch_loss,
-                            self.clip_norm if clip_norm is None else clip_norm,
-                            self.clipping_method, self.microbatch_size)
-
-  def gradient_noise_multipliers(self) -> np.ndarray:
-    """Adaptive clipping: σ_Δ of each planned step ([1] for a constant σ)."""
-    sigmas = self.noise_multiplier * (
-        np.ones(1) if self.schedule.is_constant
-        else self.schedule.step_factors(self.num_steps))
-    values = {s: adaptive_clipping.gradient_noise_multiplier(
-        s, self.adaptive.count_noise, self.neighboring_relation)
-              for s in np.unique(sigmas)}
-    # Rounded up to float32, then one more ulp for the float32 product
-    # with C_t: never less noise than accounted.
-    return np.nextafter(noise.round_up_f32([values[s] for s in sigmas]),
-                        np.float32(np.inf))
+    return clipping.clipped_sum(
+        batch_loss, self.clip_norm if clip_norm is None else clip_norm,
+        self.clip_rule, self.clipping_method, self.microbatch_size)
 
   def noise_transform(self, seed: int):
     """The optax transformation adding this run's noise, once per step."""
-    factors = (None if self.schedule.is_constant
-               else self.schedule.step_factors(self.num_steps))
-    if self.adaptive is not None:
-      return adaptive_clipping.add_noise_and_adapt(
-          self.gradient_noise_multipliers(), self.expected_batch_size,
-          noise_key(seed), self.clip_norm, self.adaptive)
-    # The clipping runs with C as float32, which may round up: the noise
-    # follows the larger of the two.
-    c32 = float(np.float32(self.clip_norm))
-    std = self.noise_std * max(1.0, c32 / self.clip_norm) if math.isfinite(
-        self.clip_norm) else self.noise_std
-    return noise.add_noise_and_normalize(std, self.expected_batch_size,
-                                         noise_key(seed), factors)
+    return self.link.transform(self, noise_key(seed))
+
+  def privacy_settings(self) -> dict:
+    """The link's and the rule's settings: what a resume may not change."""
+    return {**self.link.settings(), **self.clip_rule.settings()}
 
   def summary(self) -> dict:
     """What a reader needs to interpret the guarantee (JSON-ready)."""
@@ -199,22 +180,9 @@ class DpMechanism:
         'target_epsilon': self.target_epsilon,
         'setup_event': None if self.setup_event is None
                        else event_history.event_to_json(self.setup_event),
-        'noise_schedule': self.schedule.to_json(),
-        'adaptive_clipping': None if self.adaptive is None
-                             else dataclasses.asdict(self.adaptive),
+        **self.link.summary(),
+        **self.clip_rule.summary(),
     }
-
-
-def clipped_grad_sum(batch_loss: clipping.BatchLoss, clip_norm,
-                     clipping_method: str, microbatch_size: Optional[int]):
-  """f(params, batch, mask) -> (clipped sum, stats) for a (possibly
-  traced) clip norm, by `perf.clipping`'s method, in microbatches."""
-  if clipping_method == 'vmap':
-    chunk = clipping.vmap_clipped_chunk(batch_loss, clip_norm)
-  else:
-    chunk = fast_clipping.fast_clipped_chunk(batch_loss, clip_norm,
-                                             _CLIPPED_SUMS[clipping_method])
-  return clipping.microbatched(chunk, microbatch_size)
 
 
 def _target(dp) -> Optional[float]:
@@ -284,11 +252,61 @@ def _check_dp_fields(dp, num_examples: int) -> None:
                       'set a finite dp.clip_norm, or dp.noise_multiplier=0')
 
 
-def _checked(mechanism: DpMechanism) -> DpMechanism:
-  """Raises ConfigError if adaptive clipping's count leaves no noise for
-  the gradient at this σ (so the error comes before training)."""
-  if mechanism.adaptive is not None:
-    mechanism.gradient_noise_multipliers()
+def _check_perf(perf) -> None:
+  """ConfigError for performance settings that cannot run."""
+  clipping.check_method(perf.clipping)
+  if perf.microbatch_size is not None and perf.microbatch_size <= 0:
+    raise ConfigError('perf.microbatch_size',
+                      f'must be > 0, got {perf.microbatch_size}',
+                      'set a positive microbatch size, or leave it unset')
+
+
+def _planned_steps(num_steps: Optional[int], num_epochs: Optional[float],
+                   sampling_probability: float) -> int:
+  """train.num_steps, or the steps of train.num_epochs expected passes."""
+  if num_steps is None:
+    if num_epochs is None or not num_epochs > 0:
+      raise ConfigError('train.num_epochs', f'must be > 0, got {num_epochs}',
+                        'set train.num_epochs or train.num_steps')
+    num_steps = steps_from_epochs(num_epochs, sampling_probability)
+  if not num_steps > 0:
+    raise ConfigError('train.num_steps', f'must be > 0, got {num_steps}',
+                      'set a positive number of steps')
+  return int(num_steps)
+
+
+def _resolve_sigma(dp, with_sigma, relation, target: Optional[float],
+                   resumed: Optional[float]) -> DpMechanism:
+  """The mechanism at the resumed σ, dp's σ (checked against the target),
+  or the σ calibrated to the target; each checked by its noise link."""
+  make_event = lambda s: with_sigma(s).dp_event()
+  if resumed is not None:
+    if dp.noise_multiplier is not None and dp.noise_multiplier != resumed:
+      raise ConfigError(
+          'dp.noise_multiplier',
+          f'σ={dp.noise_multiplier}, but the run being resumed used '
+          f'σ={resumed}',
+          'leave dp.noise_multiplier unset (or set the original σ) to resume, '
+          'or start a new run in a new --workdir')
+    sigma = resumed
+  elif dp.noise_multiplier is None:
+    sigma = _calibrate(dp, relation, make_event, target)
+  else:
+    sigma = dp.noise_multiplier
+  mechanism = with_sigma(sigma)
+  mechanism.link.check(mechanism)
+  if resumed is None and dp.noise_multiplier is not None and (
+      target is not None):
+    eps = mechanism.epsilon()
+    if eps > target:
+      needed = _calibrate(dp, relation, make_event, target)
+      raise ConfigError(
+          'dp.noise_multiplier',
+          f'σ={dp.noise_multiplier} for {mechanism.num_steps} steps gives '
+          f'ε={eps:.4g} > dp.target_epsilon={target} ({dp.accountant}, '
+          f'δ={dp.delta})',
+          f'use σ ≥ {needed:.4g}, fewer steps, or leave dp.noise_multiplier '
+          'unset to calibrate it')
   return mechanism
 
 
@@ -300,7 +318,8 @@ def build_mechanism(dp, perf, num_examples: int, num_steps: Optional[int],
 
   Args:
     dp: `config.dp` (sampler, batch_size, clip_norm, noise_multiplier,
-      target_epsilon, delta, accountant, allow_large_delta).
+      target_epsilon, delta, accountant, allow_large_delta, the noise link's
+      and the clip rule's fields).
     perf: `config.perf` (clipping, microbatch_size,
       batch_overflow_probability).
     num_examples: N, the number of private training examples.
@@ -321,72 +340,31 @@ def build_mechanism(dp, perf, num_examples: int, num_steps: Optional[int],
     ConfigError: for invalid settings, or a budget the settings cannot meet.
   """
   _check_dp_fields(dp, num_examples)
-  microbatch = perf.microbatch_size
-  if perf.clipping not in CLIPPING_METHODS:
-    raise ConfigError('perf.clipping', f'unknown method {perf.clipping!r}',
-                      f'use one of {", ".join(CLIPPING_METHODS)}')
-  if microbatch is not None and microbatch <= 0:
-    raise ConfigError('perf.microbatch_size', f'must be > 0, got {microbatch}',
-                      'set a positive microbatch size, or leave it unset')
-  sampler = sampling.make_sampler(
+  _check_perf(perf)
+  link_class = noise.link_class(dp)
+  # A link may bring the sampler its accounting assumes (e.g. cyclic
+  # sampling for banded matrix factorisation); otherwise dp.sampler's.
+  make_sampler = getattr(link_class, 'make_sampler', sampling.make_sampler)
+  sampler = make_sampler(
       dp.sampler, num_examples, dp.batch_size, seed,
-      multiple_of=(microbatch or 1) * num_devices,
+      multiple_of=(perf.microbatch_size or 1) * num_devices,
       overflow_probability=perf.batch_overflow_probability)
-  if num_steps is None:
-    if num_epochs is None or not num_epochs > 0:
-      raise ConfigError('train.num_epochs', f'must be > 0, got {num_epochs}',
-                        'set train.num_epochs or train.num_steps')
-    num_steps = steps_from_epochs(num_epochs, sampler.sampling_probability)
-  if not num_steps > 0:
-    raise ConfigError('train.num_steps', f'must be > 0, got {num_steps}',
-                      'set a positive number of steps')
-
-  target = _target(dp)
-  schedule = noise_schedules.from_config(dp)
-  adaptive = adaptive_clipping.from_config(dp, sampler.expected_batch_size)
-  if adaptive is not None and (dp.noise_multiplier == 0
-                               or math.isinf(dp.clip_norm)):
-    raise ConfigError('dp.adaptive_clip_quantile',
-                      'adaptive clipping needs a private run (σ > 0, finite C)',
-                      'set dp.adaptive_clip_quantile=0 for this baseline')
+  steps = _planned_steps(num_steps, num_epochs, sampler.sampling_probability)
+  link = link_class.from_config(dp, sampler.expected_batch_size)
+  rule = clipping.rule_from_config(dp)
 
   def with_sigma(sigma: float) -> DpMechanism:
     return DpMechanism(sampler=sampler, clip_norm=float(dp.clip_norm),
-                       noise_multiplier=float(sigma), num_steps=int(num_steps),
+                       noise_multiplier=float(sigma), num_steps=steps,
                        delta=float(dp.delta), accountant=dp.accountant,
-                       target_epsilon=target, microbatch_size=microbatch,
+                       target_epsilon=_target(dp),
+                       microbatch_size=perf.microbatch_size,
                        clipping_method=perf.clipping,
                        setup_event=private_releases.setup_event(dp),
-                       schedule=schedule, adaptive=adaptive)
+                       link=link, clip_rule=rule)
 
   private_releases.check_fields(dp, sampler.neighboring_relation.name.lower())
-  probe = with_sigma(1.0)
   accounting.check_supported(dp.accountant, sampler.neighboring_relation,
-                             probe.step_event())
-  make_event = lambda s: with_sigma(s).dp_event()
-  if resumed_noise_multiplier is not None:
-    if (dp.noise_multiplier is not None
-        and dp.noise_multiplier != resumed_noise_multiplier):
-      raise ConfigError(
-          'dp.noise_multiplier',
-          f'σ={dp.noise_multiplier}, but the run being resumed used '
-          f'σ={resumed_noise_multiplier}',
-          'leave dp.noise_multiplier unset (or set the original σ) to resume, '
-          'or start a new run in a new --workdir')
-    return _checked(with_sigma(resumed_noise_multiplier))
-  if dp.noise_multiplier is None:
-    return _checked(with_sigma(_calibrate(dp, sampler.neighboring_relation,
-                                          make_event, target)))
-
-  mechanism = _checked(with_sigma(dp.noise_multiplier))
-  if target is not None:
-    eps = mechanism.epsilon()
-    if eps > target:
-      needed = _calibrate(dp, sampler.neighboring_relation, make_event, target)
-      raise ConfigError(
-          'dp.noise_multiplier',
-          f'σ={dp.noise_multiplier} for {num_steps} steps gives ε={eps:.4g} > '
-          f'dp.target_epsilon={target} ({dp.accountant}, δ={dp.delta})',
-          f'use σ ≥ {needed:.4g}, fewer steps, or leave dp.noise_multiplier '
-          'unset to calibrate it')
-  return mechanism
+                             with_sigma(1.0).step_event())
+  return _resolve_sigma(dp, with_sigma, sampler.neighboring_relation,
+                        _target(dp), resumed_noise_multiplier)

@@ -44,7 +44,6 @@ from jaxdp.accounting import history as event_history
 from jaxdp.data.dataset import Dataset
 from jaxdp.errors import ConfigError
 
-# Separates the release noise from the sampler's and the training noise.
 # Added to released variances before the square root, as in the paper.
 _VARIANCE_FLOOR = 1e-5
 

@@ -17,9 +17,6 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxdp.noise import adaptive as adaptive_clipping
-from jaxdp.noise import schedules as noise_schedules
-from jaxdp import private_releases
 from jaxdp.studies import scaling
 from jaxdp import sharding
 from jaxdp.train import step as steps
@@ -27,18 +24,17 @@ from jaxdp.mechanism import build_mechanism
 from jaxdp.models import MLP
 from jaxdp.train import train_and_evaluate
 from jaxdp.train.state import TrainState
+from jaxdp.mechanism import hand_built_dp
 from run_configs import data_parallel_run_config
 
 _SIGMA, _CLIP, _BATCH = 1.0, 0.5, 16
 
 
 def _mechanism(microbatch, clipping, num_devices):
-  dp = ml_collections.ConfigDict({
+  dp = hand_built_dp(**{
       'sampler': 'fixed_size', 'batch_size': _BATCH, 'clip_norm': _CLIP,
       'noise_multiplier': _SIGMA, 'target_epsilon': None, 'delta': 1e-5,
-      'accountant': 'rdp', 'allow_large_delta': False,
-      **private_releases.NO_RELEASES, **noise_schedules.CONSTANT,
-      **adaptive_clipping.OFF})
+      'accountant': 'rdp', 'allow_large_delta': False})
   perf = ml_collections.ConfigDict({
       'clipping': clipping, 'microbatch_size': microbatch,
       'batch_overflow_probability': 1e-3})

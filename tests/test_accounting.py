@@ -7,22 +7,18 @@ import ml_collections
 import pytest
 
 from jaxdp import accounting
-from jaxdp.noise import adaptive as adaptive_clipping
-from jaxdp.noise import schedules as noise_schedules
-from jaxdp import private_releases
 from jaxdp.errors import ConfigError
 from jaxdp.mechanism import build_mechanism
+from jaxdp.mechanism import hand_built_dp
 
 _ADD_REMOVE = dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
 
 
 def _dp(**overrides):
-  dp = ml_collections.ConfigDict({
+  dp = hand_built_dp(**{
       'sampler': 'poisson', 'batch_size': 256, 'clip_norm': 1.0,
       'noise_multiplier': 1.1, 'target_epsilon': None, 'delta': 1e-5,
-      'accountant': 'rdp_classic', 'allow_large_delta': False,
-      **private_releases.NO_RELEASES, **noise_schedules.CONSTANT,
-      **adaptive_clipping.OFF})
+      'accountant': 'rdp_classic', 'allow_large_delta': False})
   dp.update(overrides)
   return dp
 

@@ -92,7 +92,7 @@ def test_adaptive_clipping_spends_what_fixed_clipping_spends(small_config):
   assert adaptive.noise_multiplier == fixed.noise_multiplier
   assert adaptive.epsilon() == fixed.epsilon()
   assert adaptive.step_event() == fixed.step_event()
-  assert adaptive.adaptive.count_noise == pytest.approx(
+  assert adaptive.link.adaptive.count_noise == pytest.approx(
       adaptive.expected_batch_size / 20)
 
 

@@ -10,15 +10,13 @@ import optax
 import pytest
 
 from conftest import mlp_problem
-from jaxdp.noise import adaptive as adaptive_clipping
 from jaxdp.tasks import augmentation
 from jaxdp.clipping import fast as fast_clipping
-from jaxdp.noise import schedules as noise_schedules
-from jaxdp import private_releases
 from jaxdp.train import step as steps
 from jaxdp.mechanism import build_mechanism
 from jaxdp.models.wide_resnet import WSConv
 from jaxdp.train.state import TrainState
+from jaxdp.mechanism import hand_built_dp
 
 
 class _TinyCNN(nn.Module):
@@ -88,12 +86,10 @@ def test_ema_warms_up_then_tracks_the_parameters():
       0.1)
   assert float(steps.ema_decay_at(0.5, jnp.asarray(1000))) == 0.5
   _, loss_fn, params, batch = mlp_problem()
-  dp = ml_collections.ConfigDict({
+  dp = hand_built_dp(**{
       'sampler': 'poisson', 'batch_size': 8, 'clip_norm': 1.0,
       'noise_multiplier': 1.0, 'target_epsilon': None, 'delta': 1e-5,
-      'accountant': 'rdp', 'allow_large_delta': False,
-      **private_releases.NO_RELEASES, **noise_schedules.CONSTANT,
-      **adaptive_clipping.OFF})
+      'accountant': 'rdp', 'allow_large_delta': False})
   perf = ml_collections.ConfigDict({'clipping': 'fast',
                                     'microbatch_size': None,
                                     'batch_overflow_probability': 1e-3})

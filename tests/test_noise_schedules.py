@@ -59,7 +59,7 @@ def _mechanism(shape='cosine', ratio=0.5, accountant='rdp', sigma=None,
 
 def test_a_schedule_is_accounted_as_its_pieces_composed():
   m = _mechanism(sigma=1.2, target=None)
-  pieces = m.schedule.pieces(m.num_steps)
+  pieces = m.link.schedule.pieces(m.num_steps)
   events = [dp_accounting.SelfComposedDpEvent(
       dp_accounting.PoissonSampledDpEvent(
           m.sampling_probability, dp_accounting.GaussianDpEvent(1.2 * f)),

@@ -1,173 +1,129 @@
-"""Per-example gradient clipping: the *sum* of clipped per-example gradients.
+"""Per-example clipping: the *sum* of clipped per-example gradients.
 
-For a batch of examples x_1..x_n with mask m_i (False for padding) and clip norm
-C, the clipped sum is
+For a batch of examples x_1..x_n with mask m_i (False for padding), the
+clipped sum is
 
-    S = Σ_i m_i · finite_i · g_i · min(1, C / ‖g_i‖₂),
+    S = Σ_i m_i · finite_i · clip(g_i),   ‖clip(g_i)‖₂ ≤ C,
 
 where g_i is the gradient of example i's loss with respect to the whole
-parameter pytree, ‖·‖₂ is taken over all parameters together, and finite_i is 0
-when g_i holds a NaN or ±inf (such an example is dropped: zeroing it depends only
-on that example, so the bound below still holds). Every term has norm ≤ C, so
-adding or removing one example moves S by at most C (add/remove-one
-sensitivity); replacing one moves it by at most 2C (replace-one).
+parameter pytree and finite_i is 0 when g_i holds a NaN or ±inf (zeroing it
+depends only on that example, so the bound still holds). Adding or removing
+one example moves S by at most C (add/remove-one sensitivity); replacing one
+moves it by at most 2C (replace-one). `ClippedSum` carries that bound.
 
-Losses are given batched: `batch_loss(params, batch) -> [n]`, where example i's
-loss depends on slice i of `batch` alone (models that mix examples, such as
-BatchNorm, are refused elsewhere). Two ways compute S from it:
+Two choices make a clipped sum, kept apart:
 
-* `vmap` (this module): per-example gradients from `jax.vmap` over
-  `jax.value_and_grad`. Exact for any model; memory and time grow with
-  batch × parameters.
-* `fast` / `ghost` (`jaxdp.clipping.fast`): norms from activations and output
-  gradients of known layers, without per-example gradients (`vmap` for the
-  rest); the clipped sum from the same (`fast`) or from a second backward
-  pass weighted by the clip factors (`ghost`).
+* the **rule** (`dp.clip_rule`, `RULES`): what clip(g_i) is. `global`
+  scales the whole g_i to norm ≤ C (Abadi et al. 2016); `per_layer` gives each
+  layer its own bound C_k with Σ C_k² = C². A rule changes what is trained,
+  never ε: every rule's contributions have norm ≤ C.
+* the **method** (`perf.clipping`, `METHODS`): how the sum is computed.
+  `vmap` materialises per-example gradients; `fast` and `ghost`
+  (`jaxdp.clipping.fast`) get per-layer norms from activations and output
+  gradients of known layers. All agree up to rounding, for every rule.
 
-Either can run in microbatches with `lax.scan`: that trades speed for memory and
-leaves S unchanged up to floating-point summation order.
+Either can run in microbatches with `lax.scan`: that trades speed for memory
+and leaves S unchanged up to floating-point summation order.
+
+A new rule is one module with a class implementing
+`jaxdp.clipping.per_example.ClipRule` (and `from_config(dp)`) plus one line
+in `RULES`.
 """
 
-import math
-from typing import Any, Callable, NamedTuple, Optional
+import dataclasses
+from typing import Any, Callable, Optional
 
 import dp_accounting
-import jax
-import jax.numpy as jnp
 
-PyTree = Any
-# batch_loss(params, batch) -> [n] per-example losses.
-BatchLoss = Callable[[PyTree, PyTree], jax.Array]
-# chunk(params, batch, mask) -> (clipped sum, ClippingStats).
-ClippedChunk = Callable[[PyTree, PyTree, jax.Array], tuple]
+from jaxdp.clipping import fast
+from jaxdp.clipping import global_norm
+from jaxdp.clipping import per_layer
+from jaxdp.clipping.per_example import BatchLoss
+from jaxdp.clipping.per_example import ClippedChunk
+from jaxdp.clipping.per_example import ClippingStats
+from jaxdp.clipping.per_example import ClipRule
+from jaxdp.clipping.per_example import clip_factors
+from jaxdp.clipping.per_example import expand
+from jaxdp.clipping.per_example import microbatched
+from jaxdp.clipping.per_example import rows_where
+from jaxdp.clipping.per_example import sensitivity
+from jaxdp.clipping.per_example import squared_norms
+from jaxdp.clipping.per_example import weighted_sum
+from jaxdp.clipping.vmap import vmap_clipped_chunk
+from jaxdp.errors import ConfigError
 
+# dp.clip_rule -> the rule's class.
+RULES = {
+    'global': global_norm.GlobalNorm,
+    'per_layer': per_layer.PerLayer,
+}
 
-class ClippingStats(NamedTuple):
-  """Per-example diagnostics (computed on private data: not privatised)."""
-
-  norms: jax.Array  # [n] gradient norm before clipping; 0 for padding.
-  losses: jax.Array  # [n] loss of each example; 0 for padding.
-  dropped: jax.Array  # [n] True where a real example's gradient was not finite.
-
-
-def sensitivity(clip_norm: float,
-                relation: dp_accounting.NeighboringRelation) -> float:
-  """L2 sensitivity of the clipped sum under `relation`."""
-  if relation == dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE:
-    return float(clip_norm)
-  if relation == dp_accounting.NeighboringRelation.REPLACE_ONE:
-    return 2.0 * float(clip_norm)
-  raise ValueError(f'unsupported neighbouring relation {relation}')
-
-
-def squared_norms(per_example_grads: PyTree) -> jax.Array:
-  """Squared L2 norm of each example's gradient over a pytree -> [n]."""
-  leaves = jax.tree_util.tree_leaves(per_example_grads)
-  return sum(jnp.sum(jnp.reshape(g, (g.shape[0], -1)).astype(jnp.float32) ** 2,
-                     axis=1) for g in leaves)
+# perf.clipping -> how the fast path forms the sum (None: vmap, no fast path).
+METHODS = {'fast': 'bookkeeping', 'ghost': 'second_backward', 'vmap': None}
 
 
-def clip_factors(norms: jax.Array, mask: jax.Array,
-                 clip_norm: float) -> tuple[jax.Array, jax.Array]:
-  """Weights min(1, C/‖g_i‖) for real, finite examples; 0 otherwise.
+@dataclasses.dataclass(frozen=True)
+class ClippedSum:
+  """f(params, batch, mask) -> (S, ClippingStats), with S's L2 bound.
 
-  `clip_norm` may be a traced (finite) value, so one compiled step can serve
-  several clip norms.
+  `l2_bound` bounds each example's contribution to S (C; possibly traced,
+  adaptive clipping's C_t); `sensitivity(relation)` is what one neighbour
+  can move S by. The noise is calibrated to the latter, never to anything
+  else.
   """
-  finite = jnp.isfinite(norms)
-  keep = jnp.logical_and(mask, finite)
-  if isinstance(clip_norm, (int, float)) and math.isinf(clip_norm):
-    factor = jnp.ones_like(norms)
-  else:  # C / max(‖g‖, C) = min(1, C / ‖g‖), and is finite for ‖g‖ = 0.
-    factor = clip_norm / jnp.maximum(jnp.where(finite, norms, 0.0), clip_norm)
-  return jnp.where(keep, factor, 0.0), jnp.logical_and(mask, ~finite)
+
+  fn: Callable
+  l2_bound: Any
+
+  def __call__(self, params, batch, mask):
+    return self.fn(params, batch, mask)
+
+  def sensitivity(self, relation: dp_accounting.NeighboringRelation):
+    return sensitivity(self.l2_bound, relation)
 
 
-def rows_where(keep: jax.Array, x: jax.Array) -> jax.Array:
-  """x with the rows (leading axis) where `keep` is False set to exactly 0."""
-  return jnp.where(jnp.reshape(keep, (-1,) + (1,) * (x.ndim - 1)), x, 0)
+def rule_from_config(dp) -> ClipRule:
+  """The clip rule `dp.clip_rule` names, with its settings."""
+  if dp.clip_rule not in RULES:
+    raise ConfigError('dp.clip_rule', f'unknown rule {dp.clip_rule!r}',
+                      f'use one of {", ".join(RULES)}')
+  return RULES[dp.clip_rule].from_config(dp)
 
 
-def weighted_sum(per_example_grads: PyTree, weights: jax.Array) -> PyTree:
-  """Σ_i w_i g_i, with rows of zero weight contributing exactly zero."""
-  def one_leaf(g):
-    w = jnp.reshape(weights, (-1,) + (1,) * (g.ndim - 1)).astype(g.dtype)
-    return jnp.sum(rows_where(weights > 0, g) * w, axis=0)  # 0 · NaN is NaN.
-  return jax.tree_util.tree_map(one_leaf, per_example_grads)
+def check_method(method: str) -> None:
+  if method not in METHODS:
+    raise ConfigError('perf.clipping', f'unknown method {method!r}',
+                      f'use one of {", ".join(METHODS)}')
 
 
-def expand(example: PyTree) -> PyTree:
-  """One example -> a batch of one."""
-  return jax.tree_util.tree_map(lambda x: x[None], example)
-
-
-def vmap_clipped_chunk(batch_loss: BatchLoss, clip_norm: float) -> ClippedChunk:
-  """The reference clipped sum: materialised per-example gradients."""
-  one = lambda params, example: batch_loss(params, expand(example))[0]
-  per_example = jax.vmap(jax.value_and_grad(one), in_axes=(None, 0))
-
-  def chunk(params, batch, mask):
-    losses, grads = per_example(params, batch)
-    norms = jnp.sqrt(squared_norms(grads))
-    factors, dropped = clip_factors(norms, mask, clip_norm)
-    stats = ClippingStats(norms=jnp.where(mask, norms, 0.0),
-                          losses=jnp.where(mask, losses, 0.0), dropped=dropped)
-    return weighted_sum(grads, factors), stats
-
-  return chunk
-
-
-def microbatched(chunk: ClippedChunk, microbatch_size: Optional[int]):
-  """Runs `chunk` over microbatches with `lax.scan`, summing the results."""
-  def clipped_grad_sum(params, batch, mask):
-    n = mask.shape[0]
-    if microbatch_size is None or microbatch_size >= n:
-      return chunk(params, batch, mask)
-    if n % microbatch_size:
-      raise ValueError(
-          f'batch of {n} is not a multiple of microbatch size {microbatch_size}')
-    k = n // microbatch_size
-    split = lambda x: jnp.reshape(x, (k, microbatch_size) + x.shape[1:])
-    chunks = jax.tree_util.tree_map(split, (batch, mask))
-
-    # Padding sits at the end of a batch (and of a device's share), so whole
-    # microbatches of it are common under Poisson sampling: they are skipped.
-    # Their result is exactly zero either way (masked slots get factor 0).
-    shapes = jax.eval_shape(chunk, params, *jax.tree_util.tree_map(
-        lambda x: x[0], chunks))
-    nothing = lambda: jax.tree_util.tree_map(
-        lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
-    def body(total, batch_and_mask):
-      part, stats = jax.lax.cond(batch_and_mask[1].any(),
-                                 lambda: chunk(params, *batch_and_mask),
-                                 nothing)
-      return jax.tree_util.tree_map(jnp.add, total, part), stats
-
-    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-    total, stats = jax.lax.scan(body, zeros, chunks)
-    merge = lambda x: jnp.reshape(x, (n,) + x.shape[2:])
-    return total, jax.tree_util.tree_map(merge, stats)
-
-  return clipped_grad_sum
-
-
-def make_clipped_grad_sum(
-    batch_loss: BatchLoss,
-    clip_norm: float,
-    microbatch_size: Optional[int] = None,
-) -> Callable[[PyTree, PyTree, jax.Array], tuple[PyTree, ClippingStats]]:
-  """Builds f(params, batch, mask) -> (clipped sum S, ClippingStats), by vmap.
+def clipped_sum(batch_loss: BatchLoss, clip_norm, rule: ClipRule,
+                method: str = 'vmap',
+                microbatch_size: Optional[int] = None) -> ClippedSum:
+  """The clipped sum of `batch_loss`'s per-example gradients.
 
   Args:
     batch_loss: `batch_loss(params, batch) -> [n]` per-example losses.
-    clip_norm: C > 0; `float('inf')` disables clipping.
+    clip_norm: C > 0 (possibly traced); `float('inf')` disables clipping.
+    rule: the clip rule (`RULES`), e.g. `RULES['global']()`.
+    method: `perf.clipping` (`METHODS`); performance only.
     microbatch_size: process the batch in chunks of this many examples
       (must divide the batch size); None processes it in one go. A
       performance knob only: the result does not depend on it.
 
   Returns:
-    A pure, jit-able function. Its sum has sensitivity `sensitivity(C, rel)`.
+    A ClippedSum; its function is pure and jit-able.
   """
-  return microbatched(vmap_clipped_chunk(batch_loss, clip_norm),
-                      microbatch_size)
+  check_method(method)
+  if METHODS[method] is None:
+    chunk = vmap_clipped_chunk(batch_loss, clip_norm, rule)
+  else:
+    chunk = fast.fast_clipped_chunk(batch_loss, clip_norm, METHODS[method],
+                                    rule)
+  return ClippedSum(microbatched(chunk, microbatch_size), clip_norm)
+
+
+def make_clipped_grad_sum(batch_loss: BatchLoss, clip_norm: float,
+                          microbatch_size: Optional[int] = None) -> ClippedSum:
+  """The global-rule clipped sum by vmap (the reference implementation)."""
+  return clipped_sum(batch_loss, clip_norm, RULES['global'](), 'vmap',
+                     microbatch_size)

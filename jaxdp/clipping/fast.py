@@ -60,8 +60,9 @@ from flax.core import tracers
 import jax
 import jax.numpy as jnp
 
-from jaxdp import clipping
 from jaxdp.clipping import linear_views
+from jaxdp.clipping.global_norm import GlobalNorm
+from jaxdp.clipping import per_example as clipping
 
 PyTree = Any
 _NORMS = (nn.LayerNorm, nn.RMSNorm, nn.GroupNorm)
@@ -264,15 +265,79 @@ def _site_clipped_sums(site: Site, inputs, out_grads, factors, leaves,
 CLIPPED_SUMS = ('bookkeeping', 'second_backward')
 
 
-def fast_clipped_chunk(batch_loss, clip_norm: float,
-                       clipped_sum: str = 'bookkeeping'
+def _forward_with_hooks(batch_loss, batch, by_path):
+  """forward(params, perturbations) -> (losses, the known layers' inputs),
+  each known layer's output shifted by its (zero) perturbation."""
+  def forward(params, perturbations):
+    inputs = {}
+
+    def hook(next_fun, args, kwargs, context):
+      path = tuple(context.module.scope.path)
+      if context.method_name != '__call__' or path not in by_path:
+        return next_fun(*args, **kwargs)
+      inputs[path] = args[0]
+      return next_fun(*args, **kwargs) + perturbations[path]
+
+    with nn.intercept_methods(hook):
+      losses = batch_loss(params, batch)
+    return losses, inputs
+  return forward
+
+
+def _rest_gradients(batch_loss, flat, rest, batch):
+  """Exact per-example gradients of the parameters no site covers."""
+  def one(rest_params, example):
+    full = traverse_util.unflatten_dict({**flat, **rest_params})
+    return batch_loss(full, clipping.expand(example))[0]
+  return jax.vmap(jax.grad(one), in_axes=(None, 0))(rest, batch)
+
+
+def _units(sites, params, inputs, out_grads, rest_grads):
+  """The rule's units (the leftover leaves first, then the sites, the order
+  the norms were always summed in) and the sites' formed kernel gradients."""
+  units, per_example = [], {}
+  for path in sorted(rest_grads or {}):  # The pytree's own leaf order.
+    units.append(clipping.Unit(
+        layer=path[:-1], size=int(rest_grads[path][0].size),
+        squared_norms=clipping.squared_norms([rest_grads[path]])))
+  for site in sites:
+    leaves = _subtree(params, site.path)
+    site_sq, per_example[site.path] = _site_squared_norms(
+        site, inputs[site.path], out_grads[site.path], leaves)
+    units.append(clipping.Unit(
+        layer=site.path, size=int(sum(v.size for v in leaves.values())),
+        squared_norms=site_sq))
+  return units, per_example
+
+
+def _bookkeeping_sum(sites, params, flat, inputs, out_grads, per_example,
+                     rest_grads, unit_factors):
+  """Σ_i c_i ∇θ_i from activations, each unit with its own factors."""
+  rest_factors = unit_factors[:len(rest_grads or {})]
+  site_factors = unit_factors[len(rest_factors):]
+  summed = {}
+  for site, factors in zip(sites, site_factors):
+    sums = _site_clipped_sums(site, inputs[site.path], out_grads[site.path],
+                              factors, _subtree(params, site.path),
+                              per_example[site.path])
+    summed.update({site.path + (k,): v for k, v in sums.items()})
+  if rest_grads:
+    summed.update(clipping.weighted_sum(rest_grads, rest_factors))
+  flat_sum = {k: summed[k].astype(v.dtype) for k, v in flat.items()}
+  grad_sum = traverse_util.unflatten_dict(flat_sum)
+  return grad_sum if isinstance(params, dict) else type(params)(grad_sum)
+
+
+def fast_clipped_chunk(batch_loss, clip_norm,
+                       clipped_sum: str = 'bookkeeping',
+                       rule: clipping.ClipRule = GlobalNorm()
                        ) -> clipping.ClippedChunk:
   """The clipped sum of a chunk, fast for known layers, vmap for the rest.
 
   One forward pass, kept with its residuals (`jax.vjp`). A first backward pass
   stops at the known layers' outputs (the output gradients g) and gives every
-  example's gradient norm, hence its clip factor c_i. The clipped sum
-  Σ_i c_i ∇θ_i is then formed in one of two ways:
+  example's per-layer gradient norms, from which `rule` decides the clip
+  factors. The clipped sum Σ_i c_i ∇θ_i is then formed in one of two ways:
 
   * 'bookkeeping' (Bu et al. 2023): from the stored activations and output
     gradients, aᵀ (c ∘ g) per layer, with no second backward pass; the
@@ -284,46 +349,34 @@ def fast_clipped_chunk(batch_loss, clip_norm: float,
     or padding slot takes the book-keeping route instead, whose masking is
     exact where a backward pass would spread 0 · NaN. (The backward pass is
     linear in its cotangent, so a row whose first-pass quantities are all
-    finite contributes finitely to the second.)
+    finite contributes finitely to the second.) A rule that weighs layers
+    apart (not `rule.uniform`) always takes the book-keeping route: one
+    cotangent cannot carry several factors per example.
 
   Args:
     batch_loss: `batch_loss(params, batch) -> [n]`; `params` is the Flax
       'params' collection the model is applied with.
-    clip_norm: C > 0, or inf.
+    clip_norm: C > 0, or inf (possibly traced).
     clipped_sum: 'bookkeeping' or 'second_backward'; both give the same sum up
       to floating-point rounding.
+    rule: the clip rule (`jaxdp.clipping.RULES`; default global).
 
   Returns:
     chunk(params, batch, mask) -> (clipped sum, ClippingStats), equal to
-    `clipping.vmap_clipped_chunk` up to floating-point rounding.
+    `jaxdp.clipping.vmap.vmap_clipped_chunk` up to floating-point rounding.
   """
   if clipped_sum not in CLIPPED_SUMS:
     raise ValueError(f'clipped_sum must be one of {CLIPPED_SUMS}, got '
                      f'{clipped_sum!r}')
 
   def chunk(params, batch, mask):
-    n = mask.shape[0]
     sites = find_sites(batch_loss, params, batch)
-    by_path = {site.path: site for site in sites}
     flat = traverse_util.flatten_dict(params)
     covered = {s.path + (name,) for s in sites for name in s.param_names}
     rest = {k: v for k, v in flat.items() if k not in covered}
-
-    def forward(params_, perturbations):
-      inputs = {}
-
-      def hook(next_fun, args, kwargs, context):
-        path = tuple(context.module.scope.path)
-        if context.method_name != '__call__' or path not in by_path:
-          return next_fun(*args, **kwargs)
-        inputs[path] = args[0]
-        return next_fun(*args, **kwargs) + perturbations[path]
-
-      with nn.intercept_methods(hook):
-        losses = batch_loss(params_, batch)
-      return losses, inputs
-
     zeros = {s.path: jnp.zeros(s.out_shape, s.out_dtype) for s in sites}
+    forward = _forward_with_hooks(batch_loss, batch,
+                                  {site.path: site for site in sites})
     losses, backward, inputs = jax.vjp(forward, params, zeros, has_aux=True)
     missed = [s.path for s in sites if s.path not in inputs]
     if missed:  # E.g. a jitted loss whose cached trace skipped the hook.
@@ -333,54 +386,27 @@ def fast_clipped_chunk(batch_loss, clip_norm: float,
     # Backward pass 1: output gradients of the known layers (the parameter
     # cotangent is unused here and compiled away).
     _, out_grads = backward(jnp.where(mask, 1.0, 0.0).astype(losses.dtype))
-
-    sq = jnp.zeros((n,), jnp.float32)
-    if rest:  # Exact per-example gradients for the parameters left over.
-      def one(rest_params, example):
-        full = traverse_util.unflatten_dict({**flat, **rest_params})
-        return batch_loss(full, clipping.expand(example))[0]
-      rest_grads = jax.vmap(jax.grad(one), in_axes=(None, 0))(rest, batch)
-      sq = sq + clipping.squared_norms(rest_grads)
-    per_example = {}
-    for site in sites:
-      site_sq, per_example[site.path] = _site_squared_norms(
-          site, inputs[site.path], out_grads[site.path],
-          _subtree(params, site.path))
-      sq = sq + site_sq
-    norms = jnp.sqrt(sq)
-    factors, dropped = clipping.clip_factors(norms, mask, clip_norm)
-
-    def bookkeeping_sum():
-      summed = {}
-      for site in sites:
-        sums = _site_clipped_sums(site, inputs[site.path],
-                                  out_grads[site.path], factors,
-                                  _subtree(params, site.path),
-                                  per_example[site.path])
-        summed.update({site.path + (k,): v for k, v in sums.items()})
-      if rest:
-        summed.update(clipping.weighted_sum(rest_grads, factors))
-      flat_sum = {k: summed[k].astype(v.dtype) for k, v in flat.items()}
-      grad_sum = traverse_util.unflatten_dict(flat_sum)
-      return grad_sum if isinstance(params, dict) else type(params)(grad_sum)
-
-    def second_backward_sum():
-      grad_sum, _ = backward(factors.astype(losses.dtype))
-      return jax.tree_util.tree_map(lambda g, p: g.astype(p.dtype), grad_sum,
-                                    params)
-
-    if clipped_sum == 'bookkeeping':
-      grad_sum = bookkeeping_sum()
+    rest_grads = (_rest_gradients(batch_loss, flat, rest, batch) if rest
+                  else None)
+    units, per_example = _units(sites, params, inputs, out_grads, rest_grads)
+    out = rule.clip(units, mask, clip_norm)
+    bookkeeping = lambda: _bookkeeping_sum(sites, params, flat, inputs,
+                                           out_grads, per_example,
+                                           rest_grads, out.factors)
+    if clipped_sum == 'bookkeeping' or not rule.uniform:
+      grad_sum = bookkeeping()
     else:
       # The second pass runs outside the cond: inside one, XLA's CPU backend
       # ran it several times slower. The rare book-keeping branch costs
       # nothing unless taken.
-      second = second_backward_sum()
-      grad_sum = jax.lax.cond(jnp.all(jnp.isfinite(norms)), lambda: second,
-                              bookkeeping_sum)
-    stats = clipping.ClippingStats(norms=jnp.where(mask, norms, 0.0),
+      second, _ = backward(out.factors[0].astype(losses.dtype))
+      second = jax.tree_util.tree_map(lambda g, p: g.astype(p.dtype), second,
+                                      params)
+      grad_sum = jax.lax.cond(jnp.all(jnp.isfinite(out.norms)),
+                              lambda: second, bookkeeping)
+    stats = clipping.ClippingStats(norms=jnp.where(mask, out.norms, 0.0),
                                    losses=jnp.where(mask, losses, 0.0),
-                                   dropped=dropped)
+                                   dropped=out.dropped, clipped=out.clipped)
     return grad_sum, stats
 
   return chunk

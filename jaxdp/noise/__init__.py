@@ -3,15 +3,133 @@
   gaussian   N(0, σ²C²) once per step on the clipped sum, then ÷ B_expected
   adaptive   the same step with a quantile-tracking C (Andrew et al. 2021)
   schedules  σ_t = σ · f(t), piecewise constant
+
+A noise link is what `DpMechanism` holds to privatise the clipped sum. It
+decides, together, what the accountant is told (`pieces`) and what the step
+draws (`transform`), so they cannot disagree. The protocol (`NoiseLink`)
+also admits noise correlated across steps: a link's state may hold buffers
+besides its counter and key, and its `pieces` need not be one event per
+step. A new link is one module implementing `NoiseLink` plus one line in
+`LINKS`; the trainer and the step do not change.
 """
 
-from jaxdp.noise.gaussian import AdaptiveNoiseState
+from typing import Any, ClassVar, Protocol
+
+import jax
+import jax.numpy as jnp
+
+from jaxdp.errors import ConfigError
+from jaxdp.noise import adaptive
+from jaxdp.noise import gaussian
+from jaxdp.noise.adaptive import AdaptiveNoiseState
 from jaxdp.noise.gaussian import NoiseState
 from jaxdp.noise.gaussian import add_noise_and_normalize
 from jaxdp.noise.gaussian import gaussian_like
-from jaxdp.noise.gaussian import noise_steps
 from jaxdp.noise.gaussian import noisy_mean
 from jaxdp.noise.gaussian import round_up_f32
 from jaxdp.noise.gaussian import value_at
-from jaxdp.noise.gaussian import with_noise_key
-from jaxdp.noise.gaussian import with_noise_step
+
+
+class NoiseLink(Protocol):
+  """The first link of the optax chain, and what it tells the accountant."""
+
+  name: ClassVar[str]
+  # Its optax state: a NamedTuple with at least `step` (int32: logical steps
+  # privatised so far; never rolled back) and `key` (the noise stream).
+  state_type: ClassVar[type]
+  # The config field behind each key of `settings()`.
+  FIELDS: ClassVar[dict]
+
+  @classmethod
+  def from_config(cls, dp, expected_batch_size: float) -> 'NoiseLink':
+    """The link of `config.dp` (ConfigError naming a bad field)."""
+
+  def check(self, mechanism) -> None:
+    """ConfigError if the link cannot run with this mechanism's σ."""
+
+  def pieces(self, mechanism) -> list:
+    """[(count, DpEvent)] of the planned steps, composed in order."""
+
+  def transform(self, mechanism, key: jax.Array) -> Any:
+    """The optax transformation: clipped sum (+ step inputs) -> noisy mean."""
+
+  def clip_norm(self, opt_state) -> Any:
+    """The C the link owns (traced), or None for the mechanism's constant."""
+
+  def step_inputs(self, mask: jax.Array, stats) -> dict:
+    """Keyword inputs of the link's update, from the batch's mask and
+    ClippingStats (e.g. an unclipped count); {} for none."""
+
+  def settings(self) -> dict:
+    """Privacy settings (JSON values) a resume may not change."""
+
+  def summary(self) -> dict:
+    """Entries for the run's summary (results.json)."""
+
+  # Optional: `make_sampler(name, num_examples, batch_size, seed, *,
+  # multiple_of, overflow_probability)`, for a link whose accounting assumes
+  # a sampler of its own; `sampling.make_sampler` otherwise.
+
+
+# dp.noise_mechanism -> the link's class.
+LINKS = {
+    'gaussian': gaussian.GaussianLink,
+    'adaptive': adaptive.AdaptiveLink,
+}
+
+# Every link's state type: what a rollback and an audit reach into.
+_STATES = tuple(link.state_type for link in LINKS.values())
+
+
+def link_class(dp) -> type:
+  """The link class `dp.noise_mechanism` names. A positive
+  `dp.adaptive_clip_quantile` means the adaptive link, as it always has."""
+  name = dp.noise_mechanism
+  if name not in LINKS:
+    raise ConfigError('dp.noise_mechanism', f'unknown mechanism {name!r}',
+                      f'use one of {", ".join(LINKS)}')
+  if name == 'gaussian' and dp.adaptive_clip_quantile != 0:
+    name = 'adaptive'
+  return LINKS[name]
+
+
+def link_from_config(dp, expected_batch_size: float) -> NoiseLink:
+  """The link of `config.dp`, built (ConfigError naming a bad field)."""
+  return link_class(dp).from_config(dp, expected_batch_size)
+
+
+def with_noise_step(opt_state, step):
+  """`opt_state` with every noise link's counter set to `step`.
+
+  After a rollback the parameters and optimizer state go back to a checkpoint,
+  but the noise counter must not: the steps undone were executed, and drawing
+  their noise again for different parameters would release the difference of
+  two gradients without noise.
+  """
+  return _replace_in_noise_states(opt_state,
+                                  step=jnp.asarray(step, jnp.int32))
+
+
+def with_noise_key(opt_state, key: jax.Array):
+  """`opt_state` with every noise link's key set to `key` (a new noise
+  stream for the same compiled step, e.g. another seed of an audit)."""
+  return _replace_in_noise_states(opt_state, key=key)
+
+
+def _is_state(s) -> bool:
+  return isinstance(s, _STATES)
+
+
+def _replace_in_noise_states(opt_state, **fields):
+  return jax.tree_util.tree_map(
+      lambda s: s._replace(**fields) if _is_state(s) else s,
+      opt_state, is_leaf=_is_state)
+
+
+def noise_steps(opt_state) -> list:
+  """The counters of the noise links' states in `opt_state` (host ints)."""
+  found = []
+  jax.tree_util.tree_map(
+      lambda s: found.append(int(s.step)) if _is_state(s) else s,
+      opt_state, is_leaf=_is_state)
+  return found

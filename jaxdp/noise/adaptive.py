@@ -27,7 +27,7 @@ C_t itself is a function of earlier releases only: public post-processing.
 
 import dataclasses
 import math
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import dp_accounting
 import jax
@@ -36,15 +36,18 @@ import numpy as np
 import optax
 
 from jaxdp import streams
-from jaxdp import noise
-from jaxdp.noise.gaussian import AdaptiveNoiseState
+from jaxdp.noise import gaussian as noise
+from jaxdp.noise import schedules
 from jaxdp.errors import ConfigError
 
 
 
-# The config.dp fields of fixed clipping (for dp ConfigDicts built by hand).
-OFF = {'adaptive_clip_quantile': 0.0, 'adaptive_clip_learning_rate': 0.2,
-       'adaptive_clip_count_noise': None}
+class AdaptiveNoiseState(NamedTuple):
+  """The state of the adaptive noise link."""
+
+  step: jax.Array  # int32 scalar: logical steps privatised so far.
+  key: jax.Array  # typed PRNG key; the step's noise uses fold_in(key, step).
+  clip_norm: jax.Array  # float32: C_t, the clip norm of the next step.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,3 +148,82 @@ def current_clip_norm(opt_state) -> jax.Array:
   if len(found) != 1:
     raise ValueError(f'expected one AdaptiveNoiseState, found {len(found)}')
   return found[0]
+
+
+def gradient_noise_multipliers(mechanism, schedule: schedules.NoiseSchedule,
+                               settings: AdaptiveClipping) -> np.ndarray:
+  """σ_Δ of each planned step ([1] for a constant σ)."""
+  sigmas = mechanism.noise_multiplier * (
+      np.ones(1) if schedule.is_constant
+      else schedule.step_factors(mechanism.num_steps))
+  values = {s: gradient_noise_multiplier(s, settings.count_noise,
+                                         mechanism.neighboring_relation)
+            for s in np.unique(sigmas)}
+  # Rounded up to float32, then one more ulp for the float32 product
+  # with C_t: never less noise than accounted.
+  return np.nextafter(noise.round_up_f32([values[s] for s in sigmas]),
+                      np.float32(np.inf))
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptiveLink:
+  """The noise link of adaptive clipping (`dp.adaptive_clip_quantile` > 0,
+  or `dp.noise_mechanism='adaptive'`): it owns C_t, and its step input is
+  the unclipped count. Its DpEvent is the fixed-C run's (the count is paid
+  from σ)."""
+
+  schedule: schedules.NoiseSchedule
+  adaptive: AdaptiveClipping
+  name = 'adaptive'
+  state_type = AdaptiveNoiseState
+  # The config field behind each key of settings().
+  FIELDS = {'noise_mechanism': 'dp.noise_mechanism',
+            'noise_schedule': 'dp.noise_schedule',
+            'adaptive_clipping': 'dp.adaptive_clip_quantile'}
+
+  @classmethod
+  def from_config(cls, dp, expected_batch_size: float) -> 'AdaptiveLink':
+    if dp.adaptive_clip_quantile == 0:
+      raise ConfigError('dp.adaptive_clip_quantile',
+                        'dp.noise_mechanism=adaptive needs the quantile C '
+                        'tracks', 'set e.g. dp.adaptive_clip_quantile=0.5')
+    schedule = schedules.from_config(dp)
+    settings = from_config(dp, expected_batch_size)
+    if dp.noise_multiplier == 0 or math.isinf(dp.clip_norm):
+      raise ConfigError('dp.adaptive_clip_quantile',
+                        'adaptive clipping needs a private run (σ > 0, '
+                        'finite C)',
+                        'set dp.adaptive_clip_quantile=0 for this baseline')
+    return cls(schedule, settings)
+
+  def check(self, mechanism) -> None:
+    """ConfigError if the count leaves no noise for the gradient at this σ
+    (so the error comes before training)."""
+    gradient_noise_multipliers(mechanism, self.schedule, self.adaptive)
+
+  def pieces(self, mechanism) -> list:
+    return noise.sampled_gaussian_pieces(mechanism, self.schedule)
+
+  def transform(self, mechanism, key: jax.Array):
+    return add_noise_and_adapt(
+        gradient_noise_multipliers(mechanism, self.schedule, self.adaptive),
+        mechanism.expected_batch_size, key, mechanism.clip_norm,
+        self.adaptive)
+
+  def clip_norm(self, opt_state) -> jax.Array:
+    return current_clip_norm(opt_state)
+
+  def step_inputs(self, mask, stats) -> dict:
+    # Public once noised by the link: how many real examples kept their
+    # gradient whole.
+    return {'unclipped_count': jnp.sum(
+        mask & ~stats.dropped & ~stats.clipped).astype(jnp.float32)}
+
+  def settings(self) -> dict:
+    return {'noise_mechanism': self.name,
+            'noise_schedule': self.schedule.to_json(),
+            'adaptive_clipping': dataclasses.asdict(self.adaptive)}
+
+  def summary(self) -> dict:
+    return {'noise_schedule': self.schedule.to_json(),
+            'adaptive_clipping': dataclasses.asdict(self.adaptive)}

@@ -19,28 +19,23 @@ decay, schedules) is post-processing and costs no privacy:
     tx = optax.chain(add_noise_and_normalize(σC, B, key), optax.adam(1e-3))
 """
 
+import dataclasses
+import math
 from typing import NamedTuple, Optional
+
+import dp_accounting
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxdp.noise import schedules
+
 
 class NoiseState(NamedTuple):
   step: jax.Array  # int32 scalar: logical steps privatised so far.
   key: jax.Array  # typed PRNG key; the step's noise uses fold_in(key, step).
-
-
-class AdaptiveNoiseState(NamedTuple):
-  """The state of `jaxdp.noise.adaptive`'s noise link."""
-
-  step: jax.Array  # As NoiseState.
-  key: jax.Array
-  clip_norm: jax.Array  # float32: C_t, the clip norm of the next step.
-
-
-_NOISE_STATES = (NoiseState, AdaptiveNoiseState)
 
 
 def gaussian_like(tree, key: jax.Array, std: float):
@@ -128,35 +123,68 @@ def add_noise_and_normalize(noise_std: float, expected_batch_size: float,
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def with_noise_step(opt_state, step):
-  """`opt_state` with every NoiseState's counter set to `step`.
-
-  After a rollback the parameters and optimizer state go back to a checkpoint,
-  but the noise counter must not: the steps undone were executed, and drawing
-  their noise again for different parameters would release the difference of
-  two gradients without noise.
-  """
-  return _replace_in_noise_states(opt_state,
-                                  step=jnp.asarray(step, jnp.int32))
-
-
-def with_noise_key(opt_state, key: jax.Array):
-  """`opt_state` with every NoiseState's key set to `key` (a new noise
-  stream for the same compiled step, e.g. another seed of an audit)."""
-  return _replace_in_noise_states(opt_state, key=key)
+def sampled_gaussian_pieces(mechanism, schedule: schedules.NoiseSchedule
+                            ) -> list:
+  """[(count, one step's DpEvent)]: the sampler's event around a Gaussian
+  of multiplier σ·f / (sensitivity / C) on each piece of `schedule`."""
+  out = []
+  for _, count, factor in schedule.pieces(mechanism.num_steps):
+    # σ·C·f over the sensitivity (C or 2C): the multiplier the accountant
+    # sees.
+    event_sigma = (mechanism.noise_std * factor / mechanism.sensitivity
+                   if mechanism.is_private else 0.0)
+    out.append((count, mechanism.sampler.step_event(
+        dp_accounting.GaussianDpEvent(event_sigma))))
+  return out
 
 
-def _replace_in_noise_states(opt_state, **fields):
-  return jax.tree_util.tree_map(
-      lambda s: s._replace(**fields) if isinstance(s, _NOISE_STATES) else s,
-      opt_state, is_leaf=lambda s: isinstance(s, _NOISE_STATES))
+@dataclasses.dataclass(frozen=True)
+class GaussianLink:
+  """N(0, σ_t²C²) on the clipped sum once per step (`dp.noise_mechanism=
+  'gaussian'`), σ_t = σ·f(t) on a noise schedule."""
 
+  schedule: schedules.NoiseSchedule = schedules.NoiseSchedule()
+  name = 'gaussian'
+  state_type = NoiseState
+  # The config field behind each key of settings().
+  FIELDS = {'noise_mechanism': 'dp.noise_mechanism',
+            'noise_schedule': 'dp.noise_schedule'}
 
-def noise_steps(opt_state) -> list:
-  """The counters of the NoiseStates in `opt_state` (host ints)."""
-  found = []
-  jax.tree_util.tree_map(
-      lambda s: found.append(int(s.step)) if isinstance(s, _NOISE_STATES)
-      else s, opt_state, is_leaf=lambda s: isinstance(s, _NOISE_STATES))
-  return found
+  @classmethod
+  def from_config(cls, dp, expected_batch_size: float) -> 'GaussianLink':
+    del expected_batch_size
+    return cls(schedules.from_config(dp))
 
+  def check(self, mechanism) -> None:
+    del mechanism  # Nothing beyond what build_mechanism checks.
+
+  def pieces(self, mechanism) -> list:
+    return sampled_gaussian_pieces(mechanism, self.schedule)
+
+  def transform(self, mechanism, key: jax.Array):
+    factors = (None if self.schedule.is_constant
+               else self.schedule.step_factors(mechanism.num_steps))
+    # The clipping runs with C as float32, which may round up: the noise
+    # follows the larger of the two.
+    c = mechanism.clip_norm
+    c32 = float(np.float32(c))
+    std = mechanism.noise_std * max(1.0, c32 / c) if math.isfinite(
+        c) else mechanism.noise_std
+    return add_noise_and_normalize(std, mechanism.expected_batch_size, key,
+                                   factors)
+
+  def clip_norm(self, opt_state) -> None:
+    del opt_state  # The mechanism's constant C.
+
+  def step_inputs(self, mask, stats) -> dict:
+    del mask, stats
+    return {}
+
+  def settings(self) -> dict:
+    return {'noise_mechanism': self.name,
+            'noise_schedule': self.schedule.to_json()}
+
+  def summary(self) -> dict:
+    # results.json has always carried both keys.
+    return {'noise_schedule': self.schedule.to_json(),
+            'adaptive_clipping': None}

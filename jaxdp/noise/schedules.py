@@ -35,10 +35,6 @@ SHAPES = ('constant', 'linear', 'exponential', 'cosine', 'step')
 MAX_SEGMENTS = 100
 
 
-# The config.dp fields of a constant σ (for dp ConfigDicts built by hand).
-CONSTANT = {'noise_schedule': 'constant', 'noise_schedule_final_ratio': 1.0,
-            'noise_schedule_segments': 10}
-
 
 @dataclasses.dataclass(frozen=True)
 class NoiseSchedule:

@@ -33,16 +33,14 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxdp.noise import adaptive as adaptive_clipping
 from jaxdp.studies import benchmark_compare
 from jaxdp import models
-from jaxdp.noise import schedules as noise_schedules
-from jaxdp import private_releases
 from jaxdp.models import lora
 from jaxdp.train import step as steps
 from jaxdp.mechanism import build_mechanism
 from jaxdp.models.transformer import next_token_loss
 from jaxdp.train.state import TrainState
+from jaxdp.mechanism import hand_built_dp
 
 MODELS = ('mlp', 'cnn', 'wrn16_4', 'transformer', 'lora', 'smollm2_lora')
 # Tokens per sequence of the smollm2_lora problem.
@@ -137,13 +135,11 @@ def _smollm2_lora(batch_size: int, key) -> Problem:
 def dp_mechanism(clipping_method: str, noise_multiplier: float,
                  batch_size: int, microbatch_size=None, num_devices: int = 1):
   """(mechanism, tx) of the timed DP steps: fixed-size batches, C = 1, SGD."""
-  dp = ml_collections.ConfigDict({
+  dp = hand_built_dp(**{
       'sampler': 'fixed_size', 'batch_size': batch_size, 'clip_norm': 1.0,
       'noise_multiplier': noise_multiplier,
       'target_epsilon': None, 'delta': 1e-5,
-      'accountant': 'rdp', 'allow_large_delta': True,
-      **private_releases.NO_RELEASES, **noise_schedules.CONSTANT,
-      **adaptive_clipping.OFF})
+      'accountant': 'rdp', 'allow_large_delta': True})
   perf = ml_collections.ConfigDict({
       'clipping': clipping_method, 'microbatch_size': microbatch_size,
       'batch_overflow_probability': 1e-3})

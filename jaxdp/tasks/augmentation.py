@@ -20,7 +20,6 @@ import optax
 
 from jaxdp import streams
 
-# Separates the augmentation key from other keys derived from the same seed.
 PADDING = 4
 
 

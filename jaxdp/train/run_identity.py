@@ -4,7 +4,10 @@ Written into the ledger's `run_start` entry and into every checkpoint. A resume
 is allowed only if the privacy settings it would run with are the ones the
 checkpoint was written under (`check_resume`): resuming with another σ, C, q,
 δ, sampler, accountant, target, seed or dataset would silently change what the
-accountant of the run means.
+accountant of the run means. The noise link and the clip rule declare their
+own settings and fields (`settings()`, `fields()`), so a new mechanism's
+settings are checked without an edit here; a setting with no field is
+refused outright (`fields`).
 """
 
 import hashlib
@@ -13,11 +16,14 @@ import math
 import pathlib
 
 from jaxdp import __version__
+from jaxdp import clipping
+from jaxdp import noise
 from jaxdp import private_releases
 from jaxdp.errors import ConfigError
 from jaxdp.noise.schedules import NoiseSchedule
 
-# privacy_settings key -> the config field a user changes to change it.
+# privacy_settings key -> the config field a user changes to change it (the
+# link's and the rule's come from them).
 _FIELDS = {
     'noise_multiplier': 'dp.noise_multiplier',
     'clip_norm': 'dp.clip_norm',
@@ -41,14 +47,24 @@ _FIELDS = {
     'normalization_noise_multiplier': 'dp.normalization_noise_multiplier',
     'normalization_clip': 'dp.normalization_clip',
     'privacy_unit': 'lm.privacy_unit',
-    'noise_schedule': 'dp.noise_schedule',
-    'adaptive_clipping': 'dp.adaptive_clip_quantile',
+    # Outside the link: the setup release's DpEvent and q follow from the
+    # fields above.
+    'setup_event': 'dp.pca_noise_multiplier',
+    'sampling_probability': 'dp.batch_size',
 }
 # Checkpoints written before releases (or language models) existed had none.
 _ABSENT_DEFAULTS = dict(private_releases.NO_RELEASES, privacy_unit='example',
                         lm_pretrained=None, lm_max_length=None,
                         noise_schedule=NoiseSchedule().to_json(),
-                        adaptive_clipping=None)
+                        adaptive_clipping=None, clip_rule='global',
+                        per_layer_clip_split=None)
+
+
+def _absent_default(saved: dict, key: str):
+  """What a checkpoint written before `key` existed meant by it."""
+  if key == 'noise_mechanism':  # Before links: adaptive iff its settings.
+    return 'gaussian' if saved.get('adaptive_clipping') is None else 'adaptive'
+  return _ABSENT_DEFAULTS.get(key)
 
 
 def privacy_unit(config) -> str:
@@ -89,19 +105,39 @@ def privacy_settings(mechanism, dataset, config) -> dict:
       # settings that decide them, and their DpEvent as JSON.
       **{key: config.dp[key] for key in private_releases.NO_RELEASES},
       'setup_event': mechanism.summary()['setup_event'],
-      'noise_schedule': mechanism.summary()['noise_schedule'],
-      'adaptive_clipping': mechanism.summary()['adaptive_clipping'],
+      # The noise link's and the clip rule's own.
+      **mechanism.privacy_settings(),
   }
+
+
+def fields() -> dict:
+  """The config field behind every privacy setting: the fixed ones, and
+  those every registered noise link and clip rule declares."""
+  out = dict(_FIELDS)
+  for contract in (*noise.LINKS.values(), *clipping.RULES.values()):
+    for key, field in contract.FIELDS.items():
+      if out.setdefault(key, field) != field:
+        raise ValueError(f'{contract.__name__} says {key} is {field}, '
+                         f'another contract says {out[key]}')
+  return out
 
 
 def check_resume(saved: dict, current: dict) -> None:
   """Raises ConfigError naming the first privacy setting that changed.
 
-  `current` may hold only some keys (a check before the mechanism is built).
+  Every key of `current` is compared (it may hold only some keys: a check
+  before the mechanism is built); a key without a config field is an
+  error, so a new setting can never be skipped.
   """
-  for key, field in _FIELDS.items():
-    before = saved.get(key, _ABSENT_DEFAULTS.get(key))
-    if key in current and before != current[key]:
+  fields_of = fields()
+  order = [k for k in fields_of if k in current] + [
+      k for k in current if k not in fields_of]
+  for key in order:
+    if key not in fields_of:
+      raise ValueError(f'privacy setting {key!r} has no config field')
+    field = fields_of[key]
+    before = saved.get(key, _absent_default(saved, key))
+    if before != current[key]:
       raise ConfigError(
           field,
           f'the checkpoint was written with {key}={before!r}, this '

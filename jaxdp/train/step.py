@@ -14,7 +14,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxdp.noise import adaptive as adaptive_clipping
 from jaxdp.mechanism import DpMechanism
 from jaxdp.models import lora
 from jaxdp.sharding import Placement
@@ -66,24 +65,19 @@ def make_train_step(batch_loss: Callable, mechanism: DpMechanism,
     return mechanism.clipped_grad_sum(loss, clip_norm)(params, inputs, mask)
 
   clipped_grad_sum = placement.global_clipped_sum(clipped_sum)
-  adaptive = mechanism.adaptive is not None
+  link = mechanism.link
 
   def train_step(state: TrainState, batch, frozen=None):
-    # Adaptive clipping: C_t lives in the noise link's state (public: a
-    # function of earlier noisy counts); otherwise the mechanism's constant.
-    clip_norm = (adaptive_clipping.current_clip_norm(state.opt_state)
-                 if adaptive else None)
+    # A link may own C (adaptive clipping's C_t, public: a function of
+    # earlier noisy releases); otherwise the mechanism's constant.
+    clip_norm = link.clip_norm(state.opt_state)
     grad_sum, stats = clipped_grad_sum(state.params, frozen, batch['inputs'],
                                        batch['mask'], clip_norm)
     if clip_norm is None:
       clip_norm = mechanism.clip_norm
-    extra = {}
-    if adaptive:  # The count the noise link releases with noise.
-      extra['unclipped_count'] = jnp.sum(
-          batch['mask'] & ~stats.dropped & (stats.norms <= clip_norm)
-      ).astype(jnp.float32)
+    # What the link's update needs besides the sum (e.g. a count it noises).
     updates, opt_state = tx.update(grad_sum, state.opt_state, state.params,
-                                   **extra)
+                                   **link.step_inputs(batch['mask'], stats))
     updates = jax.tree_util.tree_map(
         lambda u: (u * state.lr_scale).astype(u.dtype), updates)
     params = optax.apply_updates(state.params, updates)
@@ -92,8 +86,7 @@ def make_train_step(batch_loss: Callable, mechanism: DpMechanism,
     # by the DP guarantee. Never use them to steer training.
     metrics = {
         'batch_loss': stats.losses.sum() / real,
-        'clipped_fraction': jnp.sum(batch['mask'] & (stats.norms > clip_norm))
-                            / real,
+        'clipped_fraction': jnp.sum(stats.clipped) / real,
         'dropped_nonfinite': stats.dropped.sum(),
         'clip_norm': jnp.asarray(clip_norm, jnp.float32),
     }

@@ -27,6 +27,7 @@ import optax
 from jaxdp import streams
 from jaxdp.tasks import image as image_task
 from jaxdp import models
+from jaxdp import clipping
 from jaxdp import noise
 from jaxdp import optimizers
 from jaxdp import private_releases
@@ -36,10 +37,8 @@ from jaxdp.data.dataset import Dataset
 from jaxdp.errors import ConfigError
 from jaxdp.mechanism import DpMechanism
 from jaxdp.mechanism import build_mechanism
-from jaxdp.mechanism import clipped_grad_sum
 from jaxdp.train.loop import _batch_arrays
 
-# Separates the score's noise from the trial's other streams.
 # optimizer.name values whose update is the learning rate times a direction
 # (optimizers.build_optimizer, constant schedule): a trial scales by it.
 LINEAR_IN_LEARNING_RATE = ('sgd', 'adam', 'adamw')
@@ -66,6 +65,10 @@ def check_config(config) -> None:
                       else 'dp.adaptive_clip_quantile',
                       'tuning trials use a constant σ and a fixed C',
                       'leave the schedule constant and adaptive clipping off')
+  if dp.noise_mechanism != 'gaussian':
+    raise ConfigError('dp.noise_mechanism', 'tuning trials add Gaussian '
+                      f'noise of a fixed σ, got {dp.noise_mechanism!r}',
+                      'use dp.noise_mechanism=gaussian')
   if private_releases.setup_event(dp) is not None:
     raise ConfigError('dp.pca_components', 'tuning trials make no releases '
                       'before training', 'turn DP-PCA and released '
@@ -110,6 +113,7 @@ class TrialRunner:
     unit = config.optimizer.copy_and_resolve_references()
     unit.learning_rate = 1.0
     self.optimizer = optimizers.build_optimizer(unit, num_steps=1)
+    self.rule = clipping.rule_from_config(config.dp)
     self._step = jax.jit(self._train_step, donate_argnums=(0, 1))
 
   @property
@@ -120,8 +124,8 @@ class TrialRunner:
                   noise_std, expected_batch_size, learning_rate):
     # The mechanism's clipped sum (its method; C passed in), its noisy mean
     # (noise.noisy_mean, as in the training step), then the optimizer.
-    grad_sum, _ = clipped_grad_sum(
-        self.task.batch_loss, clip_norm, self.config.perf.clipping,
+    grad_sum, _ = clipping.clipped_sum(
+        self.task.batch_loss, clip_norm, self.rule, self.config.perf.clipping,
         self.config.perf.microbatch_size)(params, batch['inputs'],
                                           batch['mask'])
     mean = noise.noisy_mean(grad_sum, key, step, noise_std,
