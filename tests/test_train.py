@@ -70,7 +70,8 @@ def test_an_overflowing_batch_is_processed_whole(small_config):
   import jax.numpy as jnp
   import numpy as np
   import optax
-  from jaxdp import data, models, steps
+  from jaxdp import data, models
+  from jaxdp.train import step as steps
   from jaxdp.mechanism import build_mechanism
   from jaxdp.train.state import TrainState
 
