@@ -50,6 +50,12 @@ class NoiseLink(Protocol):
   def pieces(self, mechanism) -> list:
     """[(count, DpEvent)] of the planned steps, composed in order."""
 
+  def releases(self, mechanism) -> list:
+    """[(what, noise std, L2 sensitivity)] of the Gaussian releases of the
+    first step: together they must make the first piece's DpEvent, i.e.
+    (Σ (sensitivity / std)²)^(-1/2) is its noise multiplier. The
+    conformance test checks this, and the std drawn, for every link."""
+
   def transform(self, mechanism, key: jax.Array) -> Any:
     """The optax transformation: clipped sum (+ step inputs) -> noisy mean."""
 

@@ -204,6 +204,15 @@ class AdaptiveLink:
   def pieces(self, mechanism) -> list:
     return noise.sampled_gaussian_pieces(mechanism, self.schedule)
 
+  def releases(self, mechanism) -> list:
+    first = self.schedule.pieces(mechanism.num_steps)[0][2]
+    sigma_delta = gradient_noise_multiplier(
+        mechanism.noise_multiplier * first, self.adaptive.count_noise,
+        mechanism.neighboring_relation)
+    return [('clipped_sum', sigma_delta * mechanism.clip_norm,
+             mechanism.sensitivity),
+            ('unclipped_count', self.adaptive.count_noise, 1.0)]
+
   def transform(self, mechanism, key: jax.Array):
     return add_noise_and_adapt(
         gradient_noise_multipliers(mechanism, self.schedule, self.adaptive),

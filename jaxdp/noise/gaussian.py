@@ -161,6 +161,11 @@ class GaussianLink:
   def pieces(self, mechanism) -> list:
     return sampled_gaussian_pieces(mechanism, self.schedule)
 
+  def releases(self, mechanism) -> list:
+    first = self.schedule.pieces(mechanism.num_steps)[0][2]
+    return [('clipped_sum', mechanism.noise_std * first,
+             mechanism.sensitivity)]
+
   def transform(self, mechanism, key: jax.Array):
     factors = (None if self.schedule.is_constant
                else self.schedule.step_factors(mechanism.num_steps))
