@@ -1,7 +1,9 @@
-"""Noise schedules (and adaptive clipping) compared at equal ε.
+"""Noise schedules (and adaptive clipping), or clip rules, at equal ε.
 
   python -m experiments.schedule_benchmark --config=configs/base.py \\
       --seeds=5 [--final_ratio=0.5] [--config.dp.accountant=rdp]
+  python -m experiments.schedule_benchmark --config=configs/base.py \\
+      --seeds=5 --compare=clip_rules
 
 Trains the config once per variant and seed through the real trainer: a
 constant σ; linear, exponential, cosine and step schedules from σ to
@@ -9,6 +11,8 @@ constant σ; linear, exponential, cosine and step schedules from σ to
 is calibrated to the config's dp.target_epsilon. Prints a line per run, then
 a Markdown table (test accuracy mean ± 95% CI, paired difference to the
 constant σ); the last line is one JSON object with the rows.
+--compare=clip_rules trains global clipping, then per-layer clipping with
+the equal and the by-parameters split, instead.
 """
 
 import json
@@ -29,6 +33,10 @@ _CONFIG = config_flags.DEFINE_config_file(
 flags.mark_flags_as_required(['config'])
 _SEEDS = flags.DEFINE_integer('seeds', 5, 'Runs per variant (seeds 0, 1, '
                               '...).')
+_COMPARE = flags.DEFINE_enum('compare', 'schedules',
+                             ['schedules', 'clip_rules'],
+                             'What to compare: noise schedules and adaptive '
+                             'clipping, or clip rules.')
 _RATIO = flags.DEFINE_float('final_ratio', 0.5, 'σ at the end over σ at the '
                             'start, for every schedule.')
 
@@ -37,8 +45,11 @@ def main(argv):
   del argv
   quiet_logs()
   try:
+    chosen = (schedule_comparison.variants(_RATIO.value)
+              if _COMPARE.value == 'schedules'
+              else schedule_comparison.clip_rule_variants())
     rows = schedule_comparison.compare(
-        _CONFIG.value, schedule_comparison.variants(_RATIO.value),
+        _CONFIG.value, chosen,
         range(_SEEDS.value), log=lambda line: print(line, flush=True))
   except ConfigError as e:
     print(f'error: {e}', file=sys.stderr)

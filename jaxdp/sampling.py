@@ -30,6 +30,7 @@ does not depend on how many steps ran before it in this process: a resumed run
 draws the same batches.
 """
 
+import copy
 import dataclasses
 import math
 
@@ -129,6 +130,17 @@ class FixedSizeSampler:
   def step_event(self, gaussian: dp_accounting.DpEvent) -> dp_accounting.DpEvent:
     return dp_accounting.SampledWithoutReplacementDpEvent(
         self.num_examples, int(self.expected_batch_size), gaussian)
+
+
+def reseeded(sampler, seed: int):
+  """`sampler` drawing from another seed: the same q, relation, padding
+  and event (an audit's runs, each with its own draws)."""
+  if not (isinstance(seed, int) and seed >= 0):
+    raise ConfigError('seed', f'must be an integer >= 0, got {seed!r}',
+                      'set seed to a non-negative integer')
+  out = copy.copy(sampler)
+  out.seed = int(seed)
+  return out
 
 
 def make_sampler(name: str, num_examples: int, batch_size: float, seed: int,

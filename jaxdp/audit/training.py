@@ -121,12 +121,7 @@ class AuditTrainer:
 
   def _sampler(self, seed: int):
     """The run's sampler: the mechanism's, drawing from its own seed."""
-    s = self.mechanism.sampler
-    return sampling.make_sampler(
-        s.name, s.num_examples, s.expected_batch_size, seed,
-        multiple_of=((self.mechanism.microbatch_size or 1)
-                     * self.placement.num_devices),
-        overflow_probability=self.config.perf.batch_overflow_probability)
+    return sampling.reseeded(self.mechanism.sampler, seed)
 
   def _inputs(self, indices: np.ndarray, keep: np.ndarray):
     m = self.canaries.count

@@ -123,6 +123,15 @@ def add_noise_and_normalize(noise_std: float, expected_batch_size: float,
   return optax.GradientTransformation(init_fn, update_fn)
 
 
+def std_for_float32_clip(noise_std: float, clip_norm: float) -> float:
+  """σ·C for a clipping that runs with C in float32, which may round C up:
+  the noise follows the larger of the two (the drawn std is then rounded
+  up to float32 by `add_noise_and_normalize` or `round_up_f32`)."""
+  if not math.isfinite(clip_norm):
+    return noise_std
+  return noise_std * max(1.0, float(np.float32(clip_norm)) / clip_norm)
+
+
 def sampled_gaussian_pieces(mechanism, schedule: schedules.NoiseSchedule
                             ) -> list:
   """[(count, one step's DpEvent)]: the sampler's event around a Gaussian
@@ -169,14 +178,9 @@ class GaussianLink:
   def transform(self, mechanism, key: jax.Array):
     factors = (None if self.schedule.is_constant
                else self.schedule.step_factors(mechanism.num_steps))
-    # The clipping runs with C as float32, which may round up: the noise
-    # follows the larger of the two.
-    c = mechanism.clip_norm
-    c32 = float(np.float32(c))
-    std = mechanism.noise_std * max(1.0, c32 / c) if math.isfinite(
-        c) else mechanism.noise_std
-    return add_noise_and_normalize(std, mechanism.expected_batch_size, key,
-                                   factors)
+    return add_noise_and_normalize(
+        std_for_float32_clip(mechanism.noise_std, mechanism.clip_norm),
+        mechanism.expected_batch_size, key, factors)
 
   def clip_norm(self, opt_state) -> None:
     del opt_state  # The mechanism's constant C.

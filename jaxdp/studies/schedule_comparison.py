@@ -1,14 +1,14 @@
-"""Noise schedules and adaptive clipping side by side, at equal ε.
+"""Variants of `config.dp` side by side, at equal ε: noise schedules and
+adaptive clipping, or clip rules.
 
 Each variant changes only `config.dp` (a noise schedule's shape and final
-ratio, or adaptive clipping); σ is calibrated by `build_mechanism` so every
+ratio, adaptive clipping, or the clip rule); σ is calibrated by `build_mechanism` so every
 run meets the same `dp.target_epsilon`. Runs go through the real trainer
 (`train_and_evaluate`, in a fresh temporary workdir each), and the test
 accuracy of each variant is summarised over seeds (mean ± 95% Student-t
-interval, and the paired difference to the constant schedule).
+interval, and the paired difference to the first variant).
 """
 
-import statistics
 import tempfile
 from typing import Callable, Sequence
 
@@ -26,6 +26,14 @@ def variants(final_ratio: float) -> list:
   out.append(('constant + adaptive C (median)', {
       'adaptive_clip_quantile': 0.5}))
   return out
+
+
+def clip_rule_variants() -> list:
+  """(name, {config.dp field: value}): global clipping, then per-layer."""
+  return [('global', {}),
+          ('per_layer, equal split', {'clip_rule': 'per_layer'}),
+          ('per_layer, split by parameters', {
+              'clip_rule': 'per_layer', 'per_layer_clip_split': 'params'})]
 
 
 def compare(config, chosen: Sequence[tuple], seeds: Sequence[int],
@@ -66,7 +74,7 @@ def compare(config, chosen: Sequence[tuple], seeds: Sequence[int],
 
 def table(rows: list) -> str:
   lines = ['| variant | σ first → last | ε | test accuracy, mean ± 95% CI | '
-           'minus constant (paired) |', '|---|---|---|---|---|']
+           f'minus {rows[0]["variant"]} (paired) |', '|---|---|---|---|---|']
   for r in rows:
     paired = (format_interval(r['minus_constant_mean'],
                               r['minus_constant_ci95'], 4, sign=True)

@@ -170,10 +170,11 @@ class TrialRunner:
     params, _ = self.task.init(streams.init_key(init_seed))
     opt_state = self.optimizer.init(params)
     key = streams.noise_key(privacy_seed)
-    # Clipping runs with float32 C; the noise is σ times that C, rounded
-    # up: never less noise than accounted for the sensitivity used.
+    # Clipping runs with float32 C; the noise follows it, rounded up: never
+    # less noise than accounted for the sensitivity used.
     clip32 = np.float32(mechanism.clip_norm)
-    std = noise.round_up_f32(sigma * max(float(clip32), mechanism.clip_norm))
+    std = noise.round_up_f32(noise.gaussian.std_for_float32_clip(
+        mechanism.noise_std, mechanism.clip_norm))
     scalars = [jnp.asarray(x, jnp.float32) for x in (
         clip32, std, mechanism.expected_batch_size,
         candidate['learning_rate'])]
