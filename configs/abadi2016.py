@@ -23,7 +23,7 @@ Commands:
   python -m experiments.train --config=configs/abadi2016.py:medium_noise \
       --workdir=/tmp/abadi_medium --config.data.data_dir=/path/to/data
 
-Expected results and runtimes: the README's "Paper tables" section.
+Expected results and runtimes: docs/paper_tables.md.
 """
 
 import ml_collections

@@ -1,7 +1,7 @@
-"""Privacy audit of DP-SGD on the bundled digits: the README's audit table.
+"""Privacy audit of DP-SGD on the bundled digits: the table in docs/audits.md.
 
 Commands (8–23 s each on a 2-core CPU, plus about 8 s to start; see the
-README's "Privacy audits" for the measured tables):
+docs/audits.md for the measured tables):
   python -m experiments.audit --config=configs/audit.py --workdir=/tmp/audit \
       --mode=one_run --canaries=1000 --mutation=none
   python -m experiments.audit ... --mutation=no_clipping   (and the others)

@@ -151,7 +151,7 @@ def get_config() -> ml_collections.ConfigDict:
   # reproduced, and the seed must then be kept as secret as the data. True:
   # they are seeded from the operating system's entropy (the secret seed is
   # kept only in the checkpoints, so a resume is still exact, but a new run
-  # never repeats). See the README's "Secure noise".
+  # never repeats). See docs/survival.md, "Secure noise".
   config.dp.secure_noise = False
 
   config.optimizer = ml_collections.ConfigDict()

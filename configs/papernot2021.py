@@ -22,7 +22,7 @@ Commands:
   python -m experiments.train --config=configs/papernot2021.py:mnist_relu \
       --workdir=/tmp/papernot_mnist_relu --config.data.data_dir=/path/to/data
 
-Expected results and runtimes: the README's "Paper tables" section.
+Expected results and runtimes: docs/paper_tables.md.
 """
 
 import ml_collections

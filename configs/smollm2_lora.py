@@ -6,11 +6,11 @@ nothing is downloaded. Rank-8 adapters on every attention and MLP projection
 (about 4.9 M trained parameters; the 135 M base weights stay frozen) are
 trained with DP-Adam, one conversation being one example.
 
-Quick run (a few steps, the README's command):
+Quick run (a few steps, docs/language_models.md's command):
   python -m experiments.finetune_lm --config=configs/smollm2_lora.py \
       --workdir=/tmp/jaxdp_smollm2 --config.train.num_steps=4
 
-Whole run (3 expected epochs; see the README for times):
+Whole run (3 expected epochs; see docs/language_models.md for times):
   python -m experiments.finetune_lm --config=configs/smollm2_lora.py \
       --workdir=/tmp/jaxdp_smollm2_full
 

@@ -8,7 +8,7 @@ and measures the exposure of the planted canaries (Carlini et al. 2019):
       --workdir=/tmp/jaxdp_exposure
 
 DP: ε = 8 at δ = 1e-5 per conversation (Poisson sampling, PLD accountant).
-Runtime and the measured table: the README's "Memorisation" section.
+Runtime and the measured table: docs/language_models.md, "Memorisation".
 """
 
 from configs import base

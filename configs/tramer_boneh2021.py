@@ -17,7 +17,7 @@ Commands (real data in a folder holding mnist/, fashion_mnist/, cifar10/):
       --workdir=/tmp/tb_mnist_cnn --config.data.data_dir=/path/to/data
   python -m experiments.reproduce --paper=tramer_boneh2021 --accounting_only
 
-Expected results and runtimes: the README's "Paper tables" section (paper's
+Expected results and runtimes: docs/paper_tables.md (paper's
 accuracy beside ours, with hardware and wall time).
 
 Where jaxdp's run differs from the paper (each row's `notes` says which):

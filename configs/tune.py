@@ -1,4 +1,4 @@
-"""Private hyperparameter search on the bundled digits: the README's table.
+"""Private hyperparameter search on the bundled digits: the table in docs/schedules_and_tuning.md.
 
 Command (one search, 8 trials on average, about 1 minute on a 2-core CPU):
   python -m experiments.tune --config=configs/tune.py --workdir=/tmp/tune \
@@ -13,7 +13,7 @@ random search by repeat-and-select (Papernot & Steinke 2022), grid and qiea
 by composition. Searched: learning rate, clip norm, batch size, epochs (see
 jaxdp/tuning/space.py); σ is calibrated per candidate, never searched.
 
-Benchmark of the three strategies (README "Tuning benchmark"):
+Benchmark of the three strategies (docs/schedules_and_tuning.md, "Tuning benchmark"):
   python -m experiments.tune_benchmark --config=configs/tune.py --seeds=20 \
       --trials=8
 """

@@ -9,8 +9,8 @@ run from its newest checkpoint (or reports it again if it had finished).
 
 On several hosts, run the same command on every host with --distributed
 (JAX reads the cluster from SLURM, Open MPI or a Cloud TPU pod slice), or with
---coordinator_address=host0:port --num_processes=N --process_id=i. The README's
-"Scale out" section shows both.
+--coordinator_address=host0:port --num_processes=N --process_id=i.
+docs/scale_out.md shows both.
 
 Exit status: 0 when the run completed or stopped at its privacy budget, 2 for
 bad settings, 75 when SIGTERM/SIGINT stopped it (a checkpoint was saved: rerun

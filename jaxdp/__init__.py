@@ -1,15 +1,19 @@
 """jaxdp: differentially private training in JAX/Flax.
 
-The pieces, each in its own module:
+The pieces, by concern (docs/extending.md says how a new one plugs in):
+  mechanism   builds sampler, clipped sum, noise and accountant event
+              together from config.dp: the one place they meet
   sampling    Poisson / fixed-size batch samplers and their DpEvents
-  clipping    per-example clipped gradient sums
-  noise       Gaussian noise + normalisation as an optax transformation
-  accounting  ε and σ calibration with dp-accounting (pld, rdp, rdp_classic)
-  mechanism   builds all of the above together from config.dp
-  train       train_and_evaluate(config, workdir): resume, budget, rollbacks
-  checkpointing, budget, divergence, ledger, event_history, run_identity
-              what lets a run survive (see the README's "Runs that survive")
-  audit       canaries, attacks and empirical lower bounds on ε
+  streams     every random stream, the noise key, secure seeds, init key
+  clipping/   per-example clipped sums: the rules (RULES) and the methods
+  noise/      the noise links of the optax chain (LINKS), noise schedules
+  accounting/ ε and σ calibration with dp-accounting, history, budget
+  train/      train_and_evaluate(config, workdir): resume, budget, rollbacks,
+              checkpoints and the privacy ledger (docs/survival.md)
+  tasks/      what is trained (TASKS): image classification, language models
+  audit/      canaries, attacks and empirical lower bounds on ε
+  tuning/     private hyperparameter search, quantum-inspired search (qiea/)
+  studies/    benchmark and paper-table drivers for experiments/ and tests
 """
 
 __version__ = '0.1.0'

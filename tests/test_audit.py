@@ -219,7 +219,7 @@ def test_audit_settings_are_checked():
 @pytest.mark.slow
 @pytest.mark.parametrize('mutation', mutations.MUTATIONS)
 def test_every_mutation_is_caught_by_the_one_run_audit(mutation):
-  """The README's setting: 1000 gradient canaries, configs/audit.py."""
+  """The setting of docs/audits.md: 1000 gradient canaries, configs/audit.py."""
   audit = run.run_audit(audit_config.get_config(), run.AuditSettings(
       mutation=mutation), log=lambda _: None)
   line = report.summary(audit)
