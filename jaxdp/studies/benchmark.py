@@ -21,6 +21,8 @@ Methods:
                     backward pass weighted by the clip factors.
   fast_noise_free   `fast` with σ = 0: what clipping costs without the noise
                     draw (a diagnostic, not a private step).
+  fast_per_layer    `fast` with per-layer clipping (dp.clip_rule=per_layer):
+                    each layer to its own bound, the same ε.
 """
 
 import dataclasses
@@ -46,13 +48,14 @@ MODELS = ('mlp', 'cnn', 'wrn16_4', 'transformer', 'lora', 'smollm2_lora')
 # Tokens per sequence of the smollm2_lora problem.
 SMOLLM2_TOKENS = 128
 REWARM_BELOW_S = 0.5
-# DP method -> (perf.clipping, in microbatches?, noise multiplier).
+# DP method -> (perf.clipping, in microbatches?, noise multiplier, rule).
 _DP_METHODS = {
-    'vmap': ('vmap', False, 1.0),
-    'vmap_microbatched': ('vmap', True, 1.0),
-    'fast': ('fast', False, 1.0),
-    'ghost': ('ghost', False, 1.0),
-    'fast_noise_free': ('fast', False, 0.0),
+    'vmap': ('vmap', False, 1.0, 'global'),
+    'vmap_microbatched': ('vmap', True, 1.0, 'global'),
+    'fast': ('fast', False, 1.0, 'global'),
+    'ghost': ('ghost', False, 1.0, 'global'),
+    'fast_noise_free': ('fast', False, 0.0, 'global'),
+    'fast_per_layer': ('fast', False, 1.0, 'per_layer'),
 }
 METHODS = ('nonprivate', *_DP_METHODS)
 
@@ -133,13 +136,15 @@ def _smollm2_lora(batch_size: int, key) -> Problem:
 
 
 def dp_mechanism(clipping_method: str, noise_multiplier: float,
-                 batch_size: int, microbatch_size=None, num_devices: int = 1):
+                 batch_size: int, microbatch_size=None, num_devices: int = 1,
+                 clip_rule: str = 'global'):
   """(mechanism, tx) of the timed DP steps: fixed-size batches, C = 1, SGD."""
   dp = hand_built_dp(**{
       'sampler': 'fixed_size', 'batch_size': batch_size, 'clip_norm': 1.0,
       'noise_multiplier': noise_multiplier,
       'target_epsilon': None, 'delta': 1e-5,
       'accountant': 'rdp', 'allow_large_delta': True})
+  dp.clip_rule = clip_rule
   perf = ml_collections.ConfigDict({
       'clipping': clipping_method, 'microbatch_size': microbatch_size,
       'batch_overflow_probability': 1e-3})
@@ -151,9 +156,10 @@ def dp_mechanism(clipping_method: str, noise_multiplier: float,
 
 def _dp_step(problem: Problem, method: str, batch_size: int,
              microbatch_size: int):
-  clipping_method, microbatched, sigma = _DP_METHODS[method]
+  clipping_method, microbatched, sigma, rule = _DP_METHODS[method]
   mechanism, tx = dp_mechanism(clipping_method, sigma, batch_size,
-                               microbatch_size if microbatched else None)
+                               microbatch_size if microbatched else None,
+                               clip_rule=rule)
   return steps.make_train_step(problem.batch_loss, mechanism, tx), tx
 
 
