@@ -39,7 +39,7 @@ __all__ = ['DpMechanism', 'MAX_CONFIG_SEED', 'build_mechanism', 'hand_built_dp',
 def hand_built_dp(**core) -> ml_collections.ConfigDict:
   """A `config.dp` with the fields in `core` and every optional mechanism
   off: no releases before training, a constant σ, a fixed C, Gaussian noise,
-  global clipping (configs/base.py's defaults; tests/test_mechanism.py
+  global clipping (configs/base.py's defaults; tests/test_conformance.py
   checks they agree). For dp configs built by hand, not from base.py."""
   return ml_collections.ConfigDict({
       **core, **private_releases.NO_RELEASES,
