@@ -48,7 +48,15 @@ class NoiseLink(Protocol):
     """ConfigError if the link cannot run with this mechanism's σ."""
 
   def pieces(self, mechanism) -> list:
-    """[(count, DpEvent)] of the planned steps, composed in order."""
+    """[(count, DpEvent)] of the planned steps, composed in order.
+
+    ε after k steps is that of the first k steps' events (the ledger keeps
+    one segment per piece), so each prefix of pieces must bound what the
+    first k steps released. A link whose noise is correlated across steps
+    can meet this with events that are not one per step: for example a
+    whole band's event on the band's first step and `NoOpDpEvent` on the
+    others.
+    """
 
   def releases(self, mechanism) -> list:
     """[(what, noise std, L2 sensitivity)] of the Gaussian releases of the
