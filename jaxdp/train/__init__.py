@@ -1,6 +1,9 @@
 """A DP training run end to end: `train_and_evaluate(config, workdir)`.
 
-  loop           the run: resume, budget, rollbacks, results
+  loop           the run: the trainer and its loop
+  resume         opening a workdir's run, checking a restored checkpoint
+  bookkeeping    ledger, checkpoints and progress in step (RunBook)
+  report         the log lines and results.json
   step           the jitted training and evaluation steps
   state          the explicit state of a run (TrainState)
   run_identity   what a resume may not change

@@ -175,6 +175,118 @@ def _matches_pieces(segment: dict, pieces: list) -> bool:
   return False
 
 
+@dataclasses.dataclass
+class _Replay:
+  """What `verify` has read so far: the run's accounting and its segments."""
+
+  accountant: Optional[str] = None
+  relation: Optional[dp_accounting.NeighboringRelation] = None
+  delta: Optional[float] = None
+  pieces: Optional[list] = None  # [(count, event)] the run planned.
+  setup: Optional[dict] = None  # The release before step 1, if any.
+  segments: list = dataclasses.field(default_factory=list)
+  epsilon: float = 0.0  # What the segments so far give.
+
+
+def _check_run_start(replay: _Replay, number: int, kind: str,
+                     data: dict) -> None:
+  """A run_start: the run's settings, its planned events and its release."""
+  # A start that failed before its first step may be followed by another.
+  if replay.segments:
+    raise LedgerError(number, 'a second run_start after steps were '
+                      'executed')
+  try:
+    settings = data['privacy']
+    relation = dp_accounting.NeighboringRelation[
+        settings['neighboring_relation'].upper()]
+    accountant, delta = settings['accountant'], settings['delta']
+    step_event = data['step_event']
+    # [(count, event)] of the planned steps (a noise schedule's pieces;
+    # the last one continues past the plan). Older ledgers: one event.
+    pieces = data.get('step_pieces', [[1, step_event]])
+    # Releases before step 1, if any. A later run_start (a start that
+    # failed before its first checkpoint, so nothing derived from its
+    # release was kept) replaces an earlier one's.
+    setup = data.get('setup_event')
+    if setup is not None:
+      event_history.event_from_json(setup)
+    expected = private_releases.setup_event_json(settings)
+  except (KeyError, TypeError, AttributeError) as e:
+    raise LedgerError(number, f'run_start lacks {e}') from e
+  except ValueError as e:
+    raise LedgerError(number, f'bad setup_event ({e})') from e
+  if expected is not _UNKNOWN and expected != setup:
+    raise LedgerError(number, 'its setup_event is not the release its '
+                      'privacy settings ask for')
+  replay.accountant, replay.relation, replay.delta = accountant, relation, delta
+  replay.pieces, replay.setup = pieces, setup
+  replay.epsilon = event_history.epsilon([], accountant, relation, delta,
+                                         setup)
+  _check_entry(replay, number, kind, data)
+
+
+def _check_segment(replay: _Replay, number: int, kind: str,
+                   data: dict) -> None:
+  """A segment: the planned event, contiguous, and the ε its events give."""
+  del kind
+  done = event_history.executions(replay.segments)
+  if not _matches_pieces(data, replay.pieces):
+    raise LedgerError(number, 'its DpEvent is not the step event the run '
+                      'planned for those executions')
+  try:
+    segment = event_history.Segment.from_json(data)
+  except (KeyError, TypeError, ValueError) as e:
+    raise LedgerError(number, f'bad segment ({e})') from e
+  if data.get('first') != done:
+    raise LedgerError(number, f'segment starts at execution '
+                      f'{data.get("first")!r}, but {done} were recorded '
+                      'before it')
+  replay.segments.append(segment)
+  replay.epsilon = event_history.epsilon(
+      replay.segments, replay.accountant, replay.relation, replay.delta,
+      replay.setup)
+  if not _close(data.get('epsilon', math.nan), replay.epsilon):
+    raise LedgerError(number, f'records ε={data.get("epsilon")!r}, but '
+                      f'its events give ε={replay.epsilon!r}')
+
+
+def _check_entry(replay: _Replay, number: int, kind, data: dict,
+                 exact: bool = False) -> None:
+  """Any other entry: no more executions (`exact`: exactly as many) and the
+  same ε as the segments before it."""
+  done = event_history.executions(replay.segments)
+  if 'executed' in data and (
+      data['executed'] > done or (exact and data['executed'] != done)):
+    raise LedgerError(number, f'{kind} records {data["executed"]} '
+                      f'executions, but the segments before it hold {done}')
+  if 'epsilon' in data:  # Before any segment: the release's ε, or 0.
+    if not _close(data['epsilon'], replay.epsilon):
+      raise LedgerError(number, f'{kind} records ε={data["epsilon"]!r}, but '
+                        f'the segments before it give ε={replay.epsilon!r}')
+
+
+def _check_final(replay: _Replay, number: int, kind: str, data: dict) -> None:
+  """The final entry: every execution the segments hold, no more, no less."""
+  _check_entry(replay, number, kind, data, exact=True)
+
+
+# The checks of each kind of entry; any other kind gets `_check_entry`.
+_CHECKS = {'run_start': _check_run_start, 'segment': _check_segment,
+           'final': _check_final}
+
+
+def _check_anchor(entries: list, anchor: dict) -> None:
+  """The ledger holds the entry the latest checkpoint recorded."""
+  n = anchor['entries']
+  if n > len(entries):
+    raise LedgerError(len(entries) + 1, f'the latest checkpoint was written '
+                      f'after entry {n}, but the ledger ends at entry '
+                      f'{len(entries)}: entries were cut from the end')
+  if entries[n - 1]['hash'] != anchor['head']:
+    raise LedgerError(n, 'differs from the entry the latest checkpoint '
+                      'recorded')
+
+
 def verify(path: str, anchor: Optional[dict] = None) -> Report:
   """Checks the ledger at `path`; raises LedgerError at the first bad line.
 
@@ -192,82 +304,19 @@ def verify(path: str, anchor: Optional[dict] = None) -> Report:
   if entries[0]['kind'] != 'run_start':
     raise LedgerError(1, f'the first entry is {entries[0]["kind"]!r}, not '
                       'run_start')
-  segments = []
-  epsilon = 0.0
+  replay = _Replay()
   for number, entry in enumerate(entries, start=1):
-    data = entry['data']
-    if entry['kind'] == 'run_start':
-      # A start that failed before its first step may be followed by another.
-      if segments:
-        raise LedgerError(number, 'a second run_start after steps were '
-                          'executed')
-      try:
-        settings = data['privacy']
-        relation = dp_accounting.NeighboringRelation[
-            settings['neighboring_relation'].upper()]
-        accountant, delta = settings['accountant'], settings['delta']
-        step_event = data['step_event']
-        # [(count, event)] of the planned steps (a noise schedule's pieces;
-        # the last one continues past the plan). Older ledgers: one event.
-        pieces = data.get('step_pieces', [[1, step_event]])
-        # Releases before step 1, if any. A later run_start (a start that
-        # failed before its first checkpoint, so nothing derived from its
-        # release was kept) replaces an earlier one's.
-        setup = data.get('setup_event')
-        if setup is not None:
-          event_history.event_from_json(setup)
-        expected = private_releases.setup_event_json(settings)
-      except (KeyError, TypeError, AttributeError) as e:
-        raise LedgerError(number, f'run_start lacks {e}') from e
-      except ValueError as e:
-        raise LedgerError(number, f'bad setup_event ({e})') from e
-      if expected is not _UNKNOWN and expected != setup:
-        raise LedgerError(number, 'its setup_event is not the release its '
-                          'privacy settings ask for')
-      epsilon = event_history.epsilon([], accountant, relation, delta, setup)
-    done = event_history.executions(segments)
-    if entry['kind'] == 'segment' and not _matches_pieces(data, pieces):
-      raise LedgerError(number, 'its DpEvent is not the step event the run '
-                        'planned for those executions')
-    if entry['kind'] != 'segment' and 'executed' in data and (
-        data['executed'] > done
-        or (entry['kind'] == 'final' and data['executed'] != done)):
-      raise LedgerError(number, f'{entry["kind"]} records '
-                        f'{data["executed"]} executions, but the segments '
-                        f'before it hold {done}')
-    if entry['kind'] == 'segment':
-      try:
-        segment = event_history.Segment.from_json(data)
-      except (KeyError, TypeError, ValueError) as e:
-        raise LedgerError(number, f'bad segment ({e})') from e
-      if data.get('first') != done:
-        raise LedgerError(number, f'segment starts at execution '
-                          f'{data.get("first")!r}, but {done} were recorded '
-                          'before it')
-      segments.append(segment)
-      epsilon = event_history.epsilon(segments, accountant, relation, delta,
-                                      setup)
-      if not _close(data.get('epsilon', math.nan), epsilon):
-        raise LedgerError(number, f'records ε={data.get("epsilon")!r}, but '
-                          f'its events give ε={epsilon!r}')
-    elif 'epsilon' in data:  # Before any segment: the release's ε, or 0.
-      if not _close(data['epsilon'], epsilon):
-        raise LedgerError(number, f'{entry["kind"]} records '
-                          f'ε={data["epsilon"]!r}, but the segments before it '
-                          f'give ε={epsilon!r}')
+    kind = entry['kind']
+    # (A kind that is no string, hashable or not, gets the common checks.)
+    check = _CHECKS.get(kind, _check_entry) if isinstance(kind, str) else (
+        _check_entry)
+    check(replay, number, kind, entry['data'])
   if anchor is not None:
-    n = anchor['entries']
-    if n > len(entries):
-      raise LedgerError(len(entries) + 1, f'the latest checkpoint was written '
-                        f'after entry {n}, but the ledger ends at entry '
-                        f'{len(entries)}: entries were cut from the end')
-    if entries[n - 1]['hash'] != anchor['head']:
-      raise LedgerError(n, 'differs from the entry the latest checkpoint '
-                        'recorded')
+    _check_anchor(entries, anchor)
   return Report(entries=len(entries),
-                executions=event_history.executions(segments),
-                epsilon=None if math.isinf(epsilon) else epsilon, delta=delta,
-                head=entries[-1]['hash'])
+                executions=event_history.executions(replay.segments),
+                epsilon=None if math.isinf(replay.epsilon) else replay.epsilon,
+                delta=replay.delta, head=entries[-1]['hash'])
 
 
 def verify_workdir(workdir: str) -> dict:
