@@ -92,8 +92,9 @@ def _batch_arrays(task: Task, batch, placement: sharding.Placement,
 
 def _check_run_fields(config) -> None:
   """ConfigError for bad settings outside config.dp (checked before work)."""
-  if not (isinstance(config.seed, int) and 0 <= config.seed <= streams.MAX_CONFIG_SEED):
-    raise ConfigError('seed', f'must be an integer in [0, {streams.MAX_CONFIG_SEED}], '
+  top = streams.MAX_CONFIG_SEED
+  if not (isinstance(config.seed, int) and 0 <= config.seed <= top):
+    raise ConfigError('seed', f'must be an integer in [0, {top}], '
                       f'got {config.seed!r}', 'set seed=0 (or another small '
                       'integer)')
   if not config.eval.batch_size > 0:
@@ -334,7 +335,8 @@ def _loop(book: bookkeeping.RunBook, budget: budget_lib.Budget, task: Task,
         progress.evals.append(report.eval_row(
             done, progress.executed, test_loss, accuracy, book.spent(),
             metrics, start))
-      book.checkpoint(state)  # Results are logged only once their state is saved.
+      # Results are logged only once their state is saved.
+      book.checkpoint(state)
       if eval_loss is not None:
         log(report.eval_line(progress.evals[-1], planned, test_loss, accuracy,
                              book.spent(), start))
