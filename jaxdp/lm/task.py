@@ -27,6 +27,7 @@ from jaxdp.lm import tiny
 from jaxdp.models import lora
 from jaxdp.models import llama
 from jaxdp.tasks.base import Task
+from jaxdp.train import step as steps
 
 DATASETS = ('synthetic_support', 'chat_jsonl')
 TINY = 'tiny'
@@ -162,17 +163,9 @@ def evaluate_rows(sums, params, rows: conversations.TokenRows,
   """Per-token held-out (loss, accuracy) over `rows`' learned tokens."""
   devices = placement.num_devices
   size = -(-min(batch_size, len(rows)) // devices) * devices
-  loss = correct = count = 0.0
-  for start in range(0, len(rows), size):
-    def gather(positions, start=start):
-      index = start + positions
-      real = index < len(rows)
-      return rows.take(np.where(real, index, 0)) + (real,)
-    batch_loss, batch_correct, batch_count = sums(
-        params, *placement.put_batch(gather, size))
-    loss += float(batch_loss)
-    correct += float(batch_correct)
-    count += float(batch_count)
+  loss, correct, count = steps.summed_over_batches(
+      lambda *batch: sums(params, *batch), len(rows), rows.take, size,
+      placement)
   return loss / max(count, 1.0), correct / max(count, 1.0)
 
 

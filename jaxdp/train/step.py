@@ -116,24 +116,36 @@ def make_eval_step(apply_fn: Callable):
   return jax.jit(eval_step)
 
 
+def summed_over_batches(sums: Callable, num_rows: int, take: Callable,
+                        size: int, placement: Placement) -> list:
+  """Σ of `sums(*batch)` over all rows, in padded batches of `size` slots.
+
+  The one evaluation loop (images and language models). `take(indices)`
+  gives a batch's arrays for row indices; padding slots repeat row 0 and
+  carry False in the `real` mask appended last, which `sums` must honour.
+  Each batch is split over `placement`'s devices (`size` a multiple of
+  their number); each host gathers only its devices' rows. Returns one
+  float per output of `sums`.
+  """
+  totals = None
+  for start in range(0, num_rows, size):
+    def gather(positions, start=start):
+      index = start + positions
+      real = index < num_rows
+      return tuple(take(np.where(real, index, 0))) + (real,)
+    out = [float(x) for x in sums(*placement.put_batch(gather, size))]
+    totals = out if totals is None else [a + b for a, b in zip(totals, out)]
+  return totals
+
+
 def evaluate(eval_step, params, images, labels, batch_size: int,
              placement: Optional[Placement] = None):
-  """Mean loss and accuracy over a whole split, in fixed-size batches.
-
-  Each batch is split over `placement`'s devices (its size rounded up to a
-  multiple of their number); each host gathers only its devices' rows.
-  """
+  """Mean loss and accuracy over a whole split, in fixed-size batches."""
   placement = placement or Placement(make_mesh(1))
   devices = placement.num_devices
   size = -(-batch_size // devices) * devices
-  total_loss, total_correct, n = 0.0, 0, len(labels)
-  for start in range(0, n, size):
-    def gather(positions, start=start):
-      rows = start + positions
-      real = rows < n
-      rows = np.where(real, rows, 0)  # Padding repeats row 0, masked out.
-      return images[rows], labels[rows], real
-    loss, correct = eval_step(params, *placement.put_batch(gather, size))
-    total_loss += float(loss)
-    total_correct += int(correct)
-  return total_loss / n, total_correct / n
+  n = len(labels)
+  loss, correct = summed_over_batches(
+      lambda *batch: eval_step(params, *batch), n,
+      lambda rows: (images[rows], labels[rows]), size, placement)
+  return loss / n, correct / n
