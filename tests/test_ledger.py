@@ -110,6 +110,20 @@ def test_a_fully_forged_chain_disagrees_with_the_checkpoint(run, tmp_path):
     ledger.verify_workdir(str(workdir))
 
 
+@pytest.mark.parametrize('field,value', [('count', 'many'), ('first', None),
+                                         ('event', [1, 2]), ('epsilon', {})])
+def test_a_rechained_entry_of_the_wrong_shape_is_reported_not_a_crash(
+    run, tmp_path, field, value):
+  def malform(lines):
+    entries = [json.loads(line) for line in lines]
+    segment = next(e for e in entries if e['kind'] == 'segment')
+    segment['data'][field] = value
+    return run_configs.rehash_ledger(entries)
+  workdir = _tampered(run, tmp_path, malform)
+  with pytest.raises(ledger.LedgerError, match='line'):
+    ledger.verify_workdir(str(workdir))
+
+
 def test_the_cli_exits_non_zero_and_names_the_line(run, tmp_path):
   workdir = _tampered(run, tmp_path, lambda ls: ls[:3] + ls[4:])
   out = subprocess.run([sys.executable, '-m', 'experiments.ledger', 'verify',

@@ -310,7 +310,15 @@ def verify(path: str, anchor: Optional[dict] = None) -> Report:
     # (A kind that is no string, hashable or not, gets the common checks.)
     check = _CHECKS.get(kind, _check_entry) if isinstance(kind, str) else (
         _check_entry)
-    check(replay, number, kind, entry['data'])
+    try:
+      check(replay, number, kind, entry['data'])
+    except LedgerError:
+      raise
+    except (TypeError, KeyError, AttributeError, ValueError) as e:
+      # A re-chained ledger with fields of the wrong shape: damaged, not a
+      # crash of the verifier.
+      raise LedgerError(number, f'a malformed {kind!r} entry ('
+                        f'{type(e).__name__}: {e})') from e
   if anchor is not None:
     _check_anchor(entries, anchor)
   return Report(entries=len(entries),
