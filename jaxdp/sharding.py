@@ -162,10 +162,10 @@ class Placement:
         for i, leaf in enumerate(leaves)]
     return jax.tree_util.tree_unflatten(treedef, arrays)
 
-  def global_clipped_sum(self, clipped_grad_sum: Callable) -> Callable:
+  def global_clipped_sum(self, per_device_sum: Callable) -> Callable:
     """f(params, frozen, batch, mask, clip_norm) -> (global sum, stats).
 
-    Data-parallel: `clipped_grad_sum` (same signature; one device's view:
+    Data-parallel: `per_device_sum` (same signature; one device's view:
     its slots only, with the replicated frozen parameters) runs on every
     device's share; the partial sums are added across devices. The result
     has the sensitivity of the single-device sum: the slots are disjoint and
@@ -173,7 +173,7 @@ class Placement:
     adaptive clipping's replicated C_t) is passed through.
     """
     def per_device(params, frozen, batch, mask, clip_norm):
-      partial, stats = clipped_grad_sum(params, frozen, batch, mask, clip_norm)
+      partial, stats = per_device_sum(params, frozen, batch, mask, clip_norm)
       return jax.lax.psum(partial, DATA), stats
 
     # check_vma=False: the body is plain per-device code. With JAX's

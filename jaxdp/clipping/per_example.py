@@ -115,7 +115,7 @@ def expand(example: PyTree) -> PyTree:
 
 def microbatched(chunk: ClippedChunk, microbatch_size: Optional[int]):
   """Runs `chunk` over microbatches with `lax.scan`, summing the results."""
-  def clipped_grad_sum(params, batch, mask):
+  def in_microbatches(params, batch, mask):
     n = mask.shape[0]
     if microbatch_size is None or microbatch_size >= n:
       return chunk(params, batch, mask)
@@ -145,7 +145,7 @@ def microbatched(chunk: ClippedChunk, microbatch_size: Optional[int]):
     merge = lambda x: jnp.reshape(x, (n,) + x.shape[2:])
     return total, jax.tree_util.tree_map(merge, stats)
 
-  return clipped_grad_sum
+  return in_microbatches
 
 
 class Unit(NamedTuple):

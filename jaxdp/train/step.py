@@ -64,15 +64,15 @@ def make_train_step(batch_loss: Callable, mechanism: DpMechanism,
     loss = lora.with_frozen(batch_loss, frozen_params)
     return mechanism.clipped_grad_sum(loss, clip_norm)(params, inputs, mask)
 
-  clipped_grad_sum = placement.global_clipped_sum(clipped_sum)
+  global_sum = placement.global_clipped_sum(clipped_sum)
   link = mechanism.link
 
   def train_step(state: TrainState, batch, frozen=None):
     # A link may own C (adaptive clipping's C_t, public: a function of
     # earlier noisy releases); otherwise the mechanism's constant.
     clip_norm = link.clip_norm(state.opt_state)
-    grad_sum, stats = clipped_grad_sum(state.params, frozen, batch['inputs'],
-                                       batch['mask'], clip_norm)
+    grad_sum, stats = global_sum(state.params, frozen, batch['inputs'],
+                                 batch['mask'], clip_norm)
     if clip_norm is None:
       clip_norm = mechanism.clip_norm
     # What the link's update needs besides the sum (e.g. a count it noises).
