@@ -120,10 +120,3 @@ def clipped_sum(batch_loss: BatchLoss, clip_norm, rule: ClipRule,
     chunk = fast.fast_clipped_chunk(batch_loss, clip_norm, METHODS[method],
                                     rule)
   return ClippedSum(microbatched(chunk, microbatch_size), clip_norm)
-
-
-def make_clipped_grad_sum(batch_loss: BatchLoss, clip_norm: float,
-                          microbatch_size: Optional[int] = None) -> ClippedSum:
-  """The global-rule clipped sum by vmap (the reference implementation)."""
-  return clipped_sum(batch_loss, clip_norm, RULES['global'](), 'vmap',
-                     microbatch_size)

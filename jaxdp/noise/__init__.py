@@ -107,11 +107,6 @@ def link_class(dp) -> type:
   return LINKS[name]
 
 
-def link_from_config(dp, expected_batch_size: float) -> NoiseLink:
-  """The link of `config.dp`, built (ConfigError naming a bad field)."""
-  return link_class(dp).from_config(dp, expected_batch_size)
-
-
 def with_noise_step(opt_state, step):
   """`opt_state` with every noise link's counter set to `step`.
 

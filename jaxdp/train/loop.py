@@ -5,7 +5,7 @@ step (clip per example, sum, noise once, normalise by the expected batch size,
 optimizer), and at every evaluation: check for divergence, account, checkpoint,
 then log. Results go to stdout and `<workdir>/results.json`.
 
-What makes a run survive (see the README's "Runs that survive"):
+What makes a run survive (see docs/survival.md):
 
 * **Resume.** Rerunning the same command on the same workdir continues from
   the newest checkpoint. Batches and noise are drawn from (seed, execution

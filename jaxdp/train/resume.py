@@ -61,8 +61,9 @@ def open_run(config, workdir: str) -> Run:
                          'filesystem every host sees the same way')
   distributed.barrier('jaxdp: workdir read')
   if meta is None:
-    progress = Progress(privacy_seed=distributed.host0_int(streams.secure_seed())
-                        if config.dp.secure_noise else config.seed)
+    seed = (distributed.host0_int(streams.secure_seed())
+            if config.dp.secure_noise else config.seed)
+    progress = Progress(privacy_seed=seed)
   else:
     progress = Progress.from_json(meta)
     # Before building the mechanism, whose own checks would name another field.
