@@ -138,9 +138,19 @@ def get_config() -> ml_collections.ConfigDict:
   # B/20). Its privacy cost is taken out of σ, so ε is unchanged.
   config.dp.adaptive_clip_count_noise = config_dict.placeholder(float)
   # gaussian (N(0, σ²C²) once per step) | adaptive (C tracks a quantile;
-  # also chosen by adaptive_clip_quantile > 0): the noise link that
-  # privatises the clipped sum (jaxdp/noise/__init__.py, LINKS).
+  # also chosen by adaptive_clip_quantile > 0) | banded_mf (banded matrix
+  # factorisation, noise correlated over mf_bands steps, amplified by
+  # cyclic Poisson sampling) | blt (buffered linear Toeplitz noise, no
+  # amplification claimed): the noise link that privatises the clipped sum
+  # (jaxdp/noise/__init__.py, LINKS; docs/correlated_noise.md).
   config.dp.noise_mechanism = 'gaussian'
+  # banded_mf and blt only. b: the examples are split into b fixed groups
+  # and step t samples group t mod b with q' = B·b/N (so b ≤ N/B), each
+  # example taking part at most once in b steps; banded_mf's strategy has b
+  # bands (b − 1 parameter-sized noise buffers). 1 is DP-SGD.
+  config.dp.mf_bands = 4
+  # blt only: parameter-sized buffers of the BLT strategy (its memory).
+  config.dp.mf_buffers = 4
   # global (each example's whole gradient to norm ≤ C) | per_layer (each
   # layer to its own C_k, Σ C_k² = C²; the same ε): jaxdp/clipping, RULES.
   config.dp.clip_rule = 'global'

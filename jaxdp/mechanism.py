@@ -47,7 +47,7 @@ def hand_built_dp(**core) -> ml_collections.ConfigDict:
       'noise_schedule_segments': 10, 'adaptive_clip_quantile': 0.0,
       'adaptive_clip_learning_rate': 0.2, 'adaptive_clip_count_noise': None,
       'noise_mechanism': 'gaussian', 'clip_rule': 'global',
-      'per_layer_clip_split': 'equal'})
+      'per_layer_clip_split': 'equal', 'mf_bands': 4, 'mf_buffers': 4})
 
 
 def steps_from_epochs(num_epochs: float, sampling_probability: float) -> int:
@@ -342,15 +342,18 @@ def build_mechanism(dp, perf, num_examples: int, num_steps: Optional[int],
   _check_dp_fields(dp, num_examples)
   _check_perf(perf)
   link_class = noise.link_class(dp)
-  # A link may bring the sampler its accounting assumes (e.g. cyclic
-  # sampling for banded matrix factorisation); otherwise dp.sampler's.
-  make_sampler = getattr(link_class, 'make_sampler', sampling.make_sampler)
-  sampler = make_sampler(
-      dp.sampler, num_examples, dp.batch_size, seed,
-      multiple_of=(perf.microbatch_size or 1) * num_devices,
-      overflow_probability=perf.batch_overflow_probability)
+  # A link may bring the sampler its accounting assumes (cyclic Poisson
+  # sampling for matrix factorisation); otherwise dp.sampler's.
+  shape = dict(multiple_of=(perf.microbatch_size or 1) * num_devices,
+               overflow_probability=perf.batch_overflow_probability)
+  if hasattr(link_class, 'make_sampler'):
+    sampler = link_class.make_sampler(dp, num_examples, dp.batch_size, seed,
+                                      **shape)
+  else:
+    sampler = sampling.make_sampler(dp.sampler, num_examples, dp.batch_size,
+                                    seed, **shape)
   steps = _planned_steps(num_steps, num_epochs, sampler.sampling_probability)
-  link = link_class.from_config(dp, sampler.expected_batch_size)
+  link = link_class.from_config(dp, sampler.expected_batch_size, steps)
   rule = clipping.rule_from_config(dp)
 
   def with_sigma(sigma: float) -> DpMechanism:

@@ -8,6 +8,14 @@ be configured apart.
 * ``poisson`` (default): every example enters each step independently with
   probability q = B / N, so the realised batch size is Binomial(N, q). Matches
   ``PoissonSampledDpEvent`` under add/remove-one neighbours.
+* cyclic Poisson (chosen by the correlated-noise links, `jaxdp.noise.
+  correlated`): the examples are split once into b fixed groups of
+  near-equal size, and step t Poisson-samples group t mod b with probability
+  q' = B·b / N, so each example takes part at most once in any b consecutive
+  steps. Matches b-min-separated participation, and the amplified banded
+  matrix-factorisation analysis (Choquette-Choo et al. 2023) with
+  ``PoissonSampledDpEvent(q', ·)`` per participation. With b = 1 it draws
+  exactly what ``poisson`` draws.
 * ``fixed_size``: every step draws a fresh uniformly random subset of exactly B
   of the N examples, independently of earlier steps. Matches
   ``SampledWithoutReplacementDpEvent`` under replace-one neighbours (N is
@@ -32,6 +40,7 @@ draws the same batches.
 
 import copy
 import dataclasses
+import functools
 import math
 
 import dp_accounting
@@ -101,6 +110,71 @@ class PoissonSampler:
   def step_event(self, gaussian: dp_accounting.DpEvent) -> dp_accounting.DpEvent:
     return dp_accounting.PoissonSampledDpEvent(self.sampling_probability,
                                                gaussian)
+
+
+@functools.lru_cache(maxsize=8)
+def _cyclic_groups(num_examples: int, groups: int, seed: int) -> tuple:
+  """Each group's example indices (sorted): a seeded random partition into
+  `groups` groups whose sizes differ by at most one."""
+  if groups == 1:
+    return (np.arange(num_examples),)
+  rng = np.random.default_rng([seed, streams.CYCLE_STREAM])
+  assignment = rng.permutation(num_examples) % groups
+  return tuple(np.flatnonzero(assignment == g) for g in range(groups))
+
+
+class CyclicPoissonSampler:
+  """Step t Poisson-samples the t mod b-th of b fixed groups of examples."""
+
+  name = 'cyclic_poisson'
+  neighboring_relation = dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
+
+  def __init__(self, num_examples: int, expected_batch_size: float,
+               groups: int, seed: int, multiple_of: int = 1,
+               overflow_probability: float = 1e-3):
+    self.num_examples = int(num_examples)
+    self.expected_batch_size = float(expected_batch_size)
+    # The fraction of all examples a step uses (epochs count in these).
+    self.sampling_probability = self.expected_batch_size / self.num_examples
+    self.groups = int(groups)
+    self.seed = int(seed)
+    # Within its group, an example enters its group's steps with q'.
+    self.group_sampling_probability = (self.sampling_probability *
+                                       self.groups)
+    if not 0 < self.group_sampling_probability <= 1:
+      raise ConfigError(
+          'dp.mf_bands',
+          f'{self.groups} groups of ~{self.num_examples // self.groups} '
+          f'examples cannot give batches of {self.expected_batch_size:g} '
+          f'(q\' = B·b/N = {self.group_sampling_probability:.3g} > 1)',
+          f'use dp.mf_bands ≤ N/B = '
+          f'{int(self.num_examples // self.expected_batch_size)}, or a '
+          'smaller dp.batch_size')
+    if not 0 < overflow_probability <= 0.5:
+      raise ConfigError(
+          'perf.batch_overflow_probability',
+          f'must be in (0, 0.5], got {overflow_probability}',
+          'use a small probability such as 1e-3 (smaller pads more)')
+    largest = -(-self.num_examples // self.groups)
+    cap = int(stats.binom.isf(overflow_probability, largest,
+                              self.group_sampling_probability))
+    self.padded_size = _round_up(max(cap, 1), multiple_of)
+
+  def group(self, step: int) -> np.ndarray:
+    """The examples step `step` may use (sorted)."""
+    return _cyclic_groups(self.num_examples, self.groups,
+                          self.seed)[int(step) % self.groups]
+
+  def sample(self, step: int) -> Batch:
+    members = self.group(step)
+    rng = np.random.default_rng([self.seed, streams.SAMPLER_STREAM, int(step)])
+    included = rng.random(len(members)) < self.group_sampling_probability
+    return _pad(members[included], self.padded_size)
+
+  def step_event(self, gaussian: dp_accounting.DpEvent) -> dp_accounting.DpEvent:
+    """One participation's event (the link wraps it in its cycle)."""
+    return dp_accounting.PoissonSampledDpEvent(
+        self.group_sampling_probability, gaussian)
 
 
 class FixedSizeSampler:

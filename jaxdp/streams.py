@@ -20,6 +20,7 @@ AUGMENT_STREAM = 0xA061  # Random crops and flips of augmentation multiplicity.
 COUNT_STREAM = 0xC0C0  # Adaptive clipping's noisy unclipped count, per step.
 # On the host (NumPy generators).
 SAMPLER_STREAM = 0x5A3D  # Which examples a step's batch holds.
+CYCLE_STREAM = 0xC7C1  # Cyclic sampling's fixed groups of examples.
 PCA_STREAM = 0x9CA  # DP-PCA released before step 1.
 NORM_STREAM = 0x4E0  # Released normalisation statistics.
 SEARCH_STREAM = 0x5EA  # Candidates of a hyperparameter search.

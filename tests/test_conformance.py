@@ -15,6 +15,7 @@ import optax
 import pytest
 
 from configs import base
+from jaxdp import accounting
 from jaxdp import clipping
 from jaxdp import noise
 from jaxdp import sharding
@@ -136,7 +137,11 @@ def test_noise_drawn_and_the_dp_event_agree_with_the_link(link, rule):
   mechanism = _mechanism(link, rule)
   releases = mechanism.link.releases(mechanism)
   what, std, sens = releases[0]
-  assert what == 'clipped_sum' and sens == mechanism.clipped_grad_sum(
+  # A correlated link releases C·(clipped sums): its strategy's sensitivity
+  # (a column's norm, or a participation pattern's) times the sum's.
+  factor = getattr(mechanism.link, 'column_sensitivity', lambda m: 1.0)(
+      mechanism)
+  assert what == 'clipped_sum' and sens == factor * mechanism.clipped_grad_sum(
       _loss).sensitivity(mechanism.neighboring_relation)
   zeros = {'w': jnp.zeros((200, 200), jnp.float32)}
   tx = mechanism.noise_transform(3)
@@ -146,12 +151,18 @@ def test_noise_drawn_and_the_dp_event_agree_with_the_link(link, rule):
   empirical = float(jnp.std(drawn['w'])) * mechanism.expected_batch_size
   assert empirical == pytest.approx(std, rel=0.02)  # 40,000 draws: ±0.4%.
   assert empirical >= std * 0.98
-  # The releases together are the step's DpEvent.
-  event = mechanism.pieces()[0][1]
-  assert isinstance(event, dp_accounting.PoissonSampledDpEvent)
+  # The releases together are the step's DpEvent (one participation's,
+  # for a cyclic schedule; BLT's planned run is one unsampled Gaussian).
+  event = accounting.per_participation(mechanism.pieces()[0][1])
   combined = sum((s / d) ** 2 for _, d, s in releases) ** -0.5
+  if link == 'blt':
+    assert isinstance(event, dp_accounting.GaussianDpEvent)
+    assert event.noise_multiplier == pytest.approx(combined, rel=1e-9)
+    return
+  assert isinstance(event, dp_accounting.PoissonSampledDpEvent)
   assert event.event.noise_multiplier == pytest.approx(combined, rel=1e-9)
-  assert event.sampling_probability == pytest.approx(_B / _N)
+  groups = getattr(mechanism.sampler, 'groups', 1)  # Cyclic: q' = B·b/N.
+  assert event.sampling_probability == pytest.approx(groups * _B / _N)
 
 
 @pytest.mark.parametrize('link,rule', list(itertools.product(LINKS, RULES)))
@@ -228,5 +239,6 @@ def test_hand_built_dp_has_the_base_config_defaults():
   contract_fields = {field.split('.', 1)[1]
                      for contract in (*noise.LINKS.values(),
                                       *clipping.RULES.values())
-                     for field in contract.FIELDS.values()}
+                     for field in contract.FIELDS.values()
+                     if field.startswith('dp.')}
   assert contract_fields <= set(built)

@@ -26,6 +26,8 @@ from dp_accounting import pld
 from dp_accounting import rdp
 import numpy as np
 
+from jaxdp.accounting.cyclic import CyclicDpEvent
+from jaxdp.accounting.cyclic import participations
 from jaxdp.errors import ConfigError
 
 ACCOUNTANTS = ('pld', 'rdp', 'rdp_classic')
@@ -76,10 +78,26 @@ def make_accountant(
       f'use one of {", ".join(ACCOUNTANTS)}')
 
 
+def per_participation(event: dp_accounting.DpEvent) -> dp_accounting.DpEvent:
+  """What one participation releases: `event`, or a cyclic step's inner one."""
+  return event.event if isinstance(event, CyclicDpEvent) else event
+
+
+def self_composed(event: dp_accounting.DpEvent,
+                  count: int) -> dp_accounting.DpEvent:
+  """`count` consecutive steps of `event`, as dp-accounting composes them: a
+  cyclic step's run of `count` is ⌈count / period⌉ participations."""
+  if isinstance(event, CyclicDpEvent):
+    return dp_accounting.SelfComposedDpEvent(
+        event.event, participations(count, event.period))
+  return dp_accounting.SelfComposedDpEvent(event, count)
+
+
 def check_supported(
     name: str, neighboring_relation: NeighboringRelation,
     event: dp_accounting.DpEvent) -> None:
   """Raises ConfigError if the accountant cannot account for `event`."""
+  event = per_participation(event)
   if not make_accountant(name, neighboring_relation).supports(event):
     raise ConfigError(
         'dp.accountant',
@@ -158,7 +176,8 @@ def schedule_event(pieces, k: int,
                    ) -> Optional[dp_accounting.DpEvent]:
   """The DpEvent of the setup release and the first k steps of `pieces`."""
   events = [] if setup_event is None else [setup_event]
-  events += [dp_accounting.SelfComposedDpEvent(event, count)
+  # A cyclic piece is one run of its event, so ⌈count / period⌉ holds.
+  events += [self_composed(event, count)
              for count, event in first_steps(pieces, k)]
   if not events:
     return None
@@ -192,7 +211,7 @@ def epsilon_after_pieces(
     return accountant.rdp
 
   orders = make_accountant(name, neighboring_relation).orders
-  per_step = [rdp_vector(event) for _, event in pieces]
+  per_step = [rdp_vector(per_participation(event)) for _, event in pieces]
   setup = 0.0 if setup_event is None else rdp_vector(setup_event)
   convert = (_classic_epsilon if name == 'rdp_classic'
              else rdp.rdp_privacy_accountant.compute_epsilon)
@@ -205,6 +224,9 @@ def epsilon_after_pieces(
           convert(orders, setup, delta)[0])
     total = setup
     for count, index in first_steps(indexed, k):
+      event = pieces[index][1]
+      if isinstance(event, CyclicDpEvent):
+        count = participations(count, event.period)
       total = count * per_step[index] + total
     return float(convert(orders, total, delta)[0])
   return rdp_epsilon

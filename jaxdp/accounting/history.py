@@ -19,6 +19,7 @@ import attr
 import dp_accounting
 
 from jaxdp import accounting
+from jaxdp.accounting import cyclic
 
 
 def event_to_json(event: dp_accounting.DpEvent) -> dict:
@@ -35,11 +36,16 @@ def event_to_json(event: dp_accounting.DpEvent) -> dict:
   return out
 
 
+# Events of jaxdp's own, never handed to an accountant as they are.
+_JAXDP_EVENTS = {'CyclicDpEvent': cyclic.CyclicDpEvent}
+
+
 def event_from_json(data: dict) -> dp_accounting.DpEvent:
   """The DpEvent that `event_to_json` described; ValueError if it is not one."""
   if not isinstance(data, dict) or 'type' not in data:
     raise ValueError(f'not a serialised DpEvent: {data!r}')
-  cls = getattr(dp_accounting, data['type'], None)
+  cls = getattr(dp_accounting, data['type'], None) or _JAXDP_EVENTS.get(
+      data['type'])
   if not (isinstance(cls, type) and issubclass(cls, dp_accounting.DpEvent)):
     raise ValueError(f'unknown DpEvent type {data["type"]!r}')
   kwargs = {}
@@ -99,8 +105,8 @@ def epsilon(segments: Iterable[Segment], accountant: str,
   """
   parts = merged(segments)
   events = [] if setup is None else [event_from_json(setup)]
-  events += [dp_accounting.SelfComposedDpEvent(event_from_json(s.event),
-                                               s.count) for s in parts]
+  events += [accounting.self_composed(event_from_json(s.event), s.count)
+             for s in parts]
   if not events:
     return 0.0
   event = events[0] if len(events) == 1 else dp_accounting.ComposedDpEvent(

@@ -3,6 +3,8 @@
   gaussian   N(0, σ²C²) once per step on the clipped sum, then ÷ B_expected
   adaptive   the same step with a quantile-tracking C (Andrew et al. 2021)
   schedules  σ_t = σ · f(t), piecewise constant
+  correlated banded_mf and blt: noise C⁻¹z correlated across steps (DP-MF)
+  strategies the matrices C of those links, optimised on the host
 
 A noise link is what `DpMechanism` holds to privatise the clipped sum. It
 decides, together, what the accountant is told (`pieces`) and what the step
@@ -20,6 +22,7 @@ import jax.numpy as jnp
 
 from jaxdp.errors import ConfigError
 from jaxdp.noise import adaptive
+from jaxdp.noise import correlated
 from jaxdp.noise import gaussian
 from jaxdp.noise.adaptive import AdaptiveNoiseState
 from jaxdp.noise.gaussian import NoiseState
@@ -41,8 +44,10 @@ class NoiseLink(Protocol):
   FIELDS: ClassVar[dict]
 
   @classmethod
-  def from_config(cls, dp, expected_batch_size: float) -> 'NoiseLink':
-    """The link of `config.dp` (ConfigError naming a bad field)."""
+  def from_config(cls, dp, expected_batch_size: float,
+                  num_steps: int) -> 'NoiseLink':
+    """The link of `config.dp` for a run of `num_steps` planned steps
+    (ConfigError naming a bad field)."""
 
   def check(self, mechanism) -> None:
     """ConfigError if the link cannot run with this mechanism's σ."""
@@ -80,19 +85,28 @@ class NoiseLink(Protocol):
   def summary(self) -> dict:
     """Entries for the run's summary (results.json)."""
 
-  # Optional: `make_sampler(name, num_examples, batch_size, seed, *,
+  # Optional: `make_sampler(dp, num_examples, batch_size, seed, *,
   # multiple_of, overflow_probability)`, for a link whose accounting assumes
-  # a sampler of its own; `sampling.make_sampler` otherwise.
+  # a sampler of its own (`SAMPLER` names it); `sampling.make_sampler(
+  # dp.sampler, ...)` otherwise.
 
 
 # dp.noise_mechanism -> the link's class.
 LINKS = {
     'gaussian': gaussian.GaussianLink,
     'adaptive': adaptive.AdaptiveLink,
+    'banded_mf': correlated.BandedMfLink,
+    'blt': correlated.BltLink,
 }
 
 # Every link's state type: what a rollback and an audit reach into.
 _STATES = tuple(link.state_type for link in LINKS.values())
+_CORRELATED = (correlated.BandedNoiseState, correlated.BltNoiseState)
+
+
+def sampler_name(dp) -> str:
+  """The sampler a run of `dp` uses: its link's own, or dp.sampler."""
+  return getattr(link_class(dp), 'SAMPLER', dp.sampler)
 
 
 def link_class(dp) -> type:
@@ -113,10 +127,15 @@ def with_noise_step(opt_state, step):
   After a rollback the parameters and optimizer state go back to a checkpoint,
   but the noise counter must not: the steps undone were executed, and drawing
   their noise again for different parameters would release the difference of
-  two gradients without noise.
+  two gradients without noise. A correlated link's buffers are carried
+  forward with it, by replaying their (data-independent) recursion.
   """
-  return _replace_in_noise_states(opt_state,
-                                  step=jnp.asarray(step, jnp.int32))
+  def moved(s):
+    if isinstance(s, _CORRELATED):  # Buffers follow the executed steps.
+      return correlated.advanced(s, step)
+    return s._replace(step=jnp.asarray(step, jnp.int32))
+  return jax.tree_util.tree_map(lambda s: moved(s) if _is_state(s) else s,
+                                opt_state, is_leaf=_is_state)
 
 
 def with_noise_key(opt_state, key: jax.Array):

@@ -182,7 +182,9 @@ class AdaptiveLink:
             'adaptive_clipping': 'dp.adaptive_clip_quantile'}
 
   @classmethod
-  def from_config(cls, dp, expected_batch_size: float) -> 'AdaptiveLink':
+  def from_config(cls, dp, expected_batch_size: float,
+                  num_steps: int) -> 'AdaptiveLink':
+    del num_steps  # The schedule is given per step.
     if dp.adaptive_clip_quantile == 0:
       raise ConfigError('dp.adaptive_clip_quantile',
                         'dp.noise_mechanism=adaptive needs the quantile C '

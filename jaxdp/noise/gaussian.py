@@ -160,8 +160,9 @@ class GaussianLink:
             'noise_schedule': 'dp.noise_schedule'}
 
   @classmethod
-  def from_config(cls, dp, expected_batch_size: float) -> 'GaussianLink':
-    del expected_batch_size
+  def from_config(cls, dp, expected_batch_size: float,
+                  num_steps: int) -> 'GaussianLink':
+    del expected_batch_size, num_steps
     return cls(schedules.from_config(dp))
 
   def check(self, mechanism) -> None:

@@ -149,7 +149,8 @@ def check_resume(saved: dict, current: dict) -> None:
 
 def settings_in_config(config) -> dict:
   """The privacy settings readable from `config` alone (no mechanism)."""
-  return {'sampler': config.dp.sampler, 'accountant': config.dp.accountant,
+  return {'sampler': noise.sampler_name(config.dp),
+          'accountant': config.dp.accountant,
           'delta': config.dp.delta, 'secure_noise': bool(config.dp.secure_noise),
           'seed': None if config.dp.secure_noise else config.seed,
           'privacy_unit': privacy_unit(config), **_lm_rows(config)}
