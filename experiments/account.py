@@ -6,6 +6,12 @@
   python -m experiments.account --num_examples=60000 --batch_size=256 \
       --target_epsilon=3 --epochs=60 --delta=1e-5
 
+  python -m experiments.account --num_examples=60000 --batch_size=256 \
+      --target_epsilon=3 --epochs=20 --noise_mechanism=banded_mf --mf_bands=16
+
+For the correlated-noise mechanisms (banded_mf, blt) it also prints the
+strategy's RMSE on the running sums of the noise, beside DP-SGD's.
+
 It builds the same mechanism the trainer builds, so its numbers are the
 trainer's. The last output line is one JSON object.
 """
@@ -39,16 +45,25 @@ _ACCOUNTANT = flags.DEFINE_enum('accountant', 'pld',
                                 list(accounting.ACCOUNTANTS), 'Accountant.')
 _SAMPLER = flags.DEFINE_enum('sampler', 'poisson', list(sampling.SAMPLERS),
                              'Batch sampler the accountant assumes.')
+_MECHANISM = flags.DEFINE_enum(
+    'noise_mechanism', 'gaussian', ['gaussian', 'banded_mf', 'blt'],
+    'Noise: independent (DP-SGD) or correlated across steps (DP-MF).')
+_BANDS = flags.DEFINE_integer(
+    'mf_bands', 4, 'banded_mf/blt: cyclic groups b (participations ≥ b '
+    'steps apart; banded_mf: b bands).')
+_BUFFERS = flags.DEFINE_integer('mf_buffers', 4, 'blt: buffers.')
 _ALLOW_LARGE_DELTA = flags.DEFINE_bool('allow_large_delta', False,
                                        'Accept δ >= 1/N.')
 
 
-def _dp_config() -> ml_collections.ConfigDict:
+def _dp_config(**fields) -> ml_collections.ConfigDict:
   return hand_built_dp(**{
       'sampler': _SAMPLER.value, 'batch_size': _B.value, 'clip_norm': 1.0,
       'noise_multiplier': _SIGMA.value, 'target_epsilon': _TARGET.value,
       'delta': _DELTA.value, 'accountant': _ACCOUNTANT.value,
-      'allow_large_delta': _ALLOW_LARGE_DELTA.value})
+      'allow_large_delta': _ALLOW_LARGE_DELTA.value,
+      'noise_mechanism': _MECHANISM.value, 'mf_bands': _BANDS.value,
+      'mf_buffers': _BUFFERS.value, **fields})
 
 
 def main(argv):
@@ -86,6 +101,25 @@ def main(argv):
           f'{_TARGET.value:g} at δ = {_DELTA.value:g} after '
           f'{mechanism.num_steps} steps (q = '
           f'{mechanism.sampling_probability:.5g}, {_ACCOUNTANT.value})')
+  strategy = summary.get('correlated_noise')
+  if strategy is not None:
+    sigma = mechanism.noise_multiplier
+    print(f'{strategy["kind"]}: {strategy["bands"]} groups, '
+          f'{strategy["buffers"]} noise buffers; RMSE of the noise on the '
+          f'running sums = {sigma * strategy["rmse"]:.4g}·C (σ × '
+          f'{strategy["rmse"]:.4g}; independent noise at this σ: '
+          f'{sigma * strategy["identity_rmse"]:.4g}·C), sensitivity '
+          f'{strategy["sensitivity"]:.4g}, max column norm '
+          f'{strategy["max_column_norm"]:.4g}')
+    if _TARGET.value is not None:
+      sgd = build_mechanism(_dp_config(noise_mechanism='gaussian'), perf,
+                            _N.value, _STEPS.value, _EPOCHS.value, seed=0)
+      summary['dp_sgd_same_epsilon'] = {
+          'noise_multiplier': sgd.noise_multiplier,
+          'rmse': sgd.noise_multiplier * strategy['identity_rmse']}
+      print(f'DP-SGD at the same ε: σ = {sgd.noise_multiplier:.4f}, RMSE '
+            f'of the running sums = '
+            f'{summary["dp_sgd_same_epsilon"]["rmse"]:.4g}·C')
   print(json.dumps(summary))
 
 

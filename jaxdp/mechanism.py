@@ -42,12 +42,13 @@ def hand_built_dp(**core) -> ml_collections.ConfigDict:
   global clipping (configs/base.py's defaults; tests/test_conformance.py
   checks they agree). For dp configs built by hand, not from base.py."""
   return ml_collections.ConfigDict({
-      **core, **private_releases.NO_RELEASES,
+      **private_releases.NO_RELEASES,
       'noise_schedule': 'constant', 'noise_schedule_final_ratio': 1.0,
       'noise_schedule_segments': 10, 'adaptive_clip_quantile': 0.0,
       'adaptive_clip_learning_rate': 0.2, 'adaptive_clip_count_noise': None,
       'noise_mechanism': 'gaussian', 'clip_rule': 'global',
-      'per_layer_clip_split': 'equal', 'mf_bands': 4, 'mf_buffers': 4})
+      'per_layer_clip_split': 'equal', 'mf_bands': 4, 'mf_buffers': 4,
+      **core})
 
 
 def steps_from_epochs(num_epochs: float, sampling_probability: float) -> int:

@@ -47,6 +47,7 @@ import optax
 from jaxdp import sampling
 from jaxdp.accounting.cyclic import CyclicDpEvent
 from jaxdp.errors import ConfigError
+from jaxdp.noise import schedules
 from jaxdp.noise import strategies
 from jaxdp.noise.gaussian import gaussian_like
 from jaxdp.noise.gaussian import round_up_f32
@@ -263,9 +264,9 @@ class _MatrixFactorizationLink:
     return {'noise_mechanism': self.name, 'mf_bands': self.bands,
             'mf_steps': self.num_steps}
 
-  def summary_of(self, mechanism) -> dict:
+  def strategy_summary(self) -> dict:
     """The strategy's figures (results.json, the calculator)."""
-    strategy = self.strategy(mechanism)
+    strategy = self.strategy()
     return {'kind': self.name, 'bands': self.bands,
             'buffers': strategy.buffers, 'steps': strategy.num_steps,
             'sensitivity': strategy.sensitivity,
@@ -276,7 +277,9 @@ class _MatrixFactorizationLink:
             'coefficients': strategy.to_json()}
 
   def summary(self) -> dict:
-    return {'noise_schedule': 'constant', 'adaptive_clipping': None}
+    return {'noise_schedule': schedules.NoiseSchedule().to_json(),
+            'adaptive_clipping': None,
+            'correlated_noise': self.strategy_summary()}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,6 +23,9 @@ Methods:
                     draw (a diagnostic, not a private step).
   fast_per_layer    `fast` with per-layer clipping (dp.clip_rule=per_layer):
                     each layer to its own bound, the same ε.
+  fast_banded_mf    `fast` with banded matrix-factorisation noise, 4 bands
+                    (3 parameter-sized noise buffers; docs/correlated_noise.md).
+  fast_blt          `fast` with BLT noise, 4 buffers.
 """
 
 import dataclasses
@@ -48,15 +51,20 @@ MODELS = ('mlp', 'cnn', 'wrn16_4', 'transformer', 'lora', 'smollm2_lora')
 # Tokens per sequence of the smollm2_lora problem.
 SMOLLM2_TOKENS = 128
 REWARM_BELOW_S = 0.5
-# DP method -> (perf.clipping, in microbatches?, noise multiplier, rule).
+# DP method -> (perf.clipping, in microbatches?, noise multiplier, rule,
+# noise mechanism).
 _DP_METHODS = {
-    'vmap': ('vmap', False, 1.0, 'global'),
-    'vmap_microbatched': ('vmap', True, 1.0, 'global'),
-    'fast': ('fast', False, 1.0, 'global'),
-    'ghost': ('ghost', False, 1.0, 'global'),
-    'fast_noise_free': ('fast', False, 0.0, 'global'),
-    'fast_per_layer': ('fast', False, 1.0, 'per_layer'),
+    'vmap': ('vmap', False, 1.0, 'global', 'gaussian'),
+    'vmap_microbatched': ('vmap', True, 1.0, 'global', 'gaussian'),
+    'fast': ('fast', False, 1.0, 'global', 'gaussian'),
+    'ghost': ('ghost', False, 1.0, 'global', 'gaussian'),
+    'fast_noise_free': ('fast', False, 0.0, 'global', 'gaussian'),
+    'fast_per_layer': ('fast', False, 1.0, 'per_layer', 'gaussian'),
+    'fast_banded_mf': ('fast', False, 1.0, 'global', 'banded_mf'),
+    'fast_blt': ('fast', False, 1.0, 'global', 'blt'),
 }
+# Bands (cyclic groups) and BLT buffers of the correlated-noise rows.
+MF_BANDS = MF_BUFFERS = 4
 METHODS = ('nonprivate', *_DP_METHODS)
 
 
@@ -137,14 +145,18 @@ def _smollm2_lora(batch_size: int, key) -> Problem:
 
 def dp_mechanism(clipping_method: str, noise_multiplier: float,
                  batch_size: int, microbatch_size=None, num_devices: int = 1,
-                 clip_rule: str = 'global'):
-  """(mechanism, tx) of the timed DP steps: fixed-size batches, C = 1, SGD."""
+                 clip_rule: str = 'global', noise_mechanism: str = 'gaussian'):
+  """(mechanism, tx) of the timed DP steps: fixed-size batches (cyclic
+  Poisson for correlated noise, which needs it), C = 1, SGD."""
   dp = hand_built_dp(**{
       'sampler': 'fixed_size', 'batch_size': batch_size, 'clip_norm': 1.0,
       'noise_multiplier': noise_multiplier,
       'target_epsilon': None, 'delta': 1e-5,
       'accountant': 'rdp', 'allow_large_delta': True})
   dp.clip_rule = clip_rule
+  if noise_mechanism != 'gaussian':
+    dp.sampler, dp.noise_mechanism = 'poisson', noise_mechanism
+    dp.mf_bands, dp.mf_buffers = MF_BANDS, MF_BUFFERS
   perf = ml_collections.ConfigDict({
       'clipping': clipping_method, 'microbatch_size': microbatch_size,
       'batch_overflow_probability': 1e-3})
@@ -156,10 +168,10 @@ def dp_mechanism(clipping_method: str, noise_multiplier: float,
 
 def _dp_step(problem: Problem, method: str, batch_size: int,
              microbatch_size: int):
-  clipping_method, microbatched, sigma, rule = _DP_METHODS[method]
+  clipping_method, microbatched, sigma, rule, noise = _DP_METHODS[method]
   mechanism, tx = dp_mechanism(clipping_method, sigma, batch_size,
                                microbatch_size if microbatched else None,
-                               clip_rule=rule)
+                               clip_rule=rule, noise_mechanism=noise)
   return steps.make_train_step(problem.batch_loss, mechanism, tx), tx
 
 

@@ -1,5 +1,5 @@
 """Variants of `config.dp` side by side, at equal ε: noise schedules and
-adaptive clipping, or clip rules.
+adaptive clipping, clip rules, or independent against correlated noise.
 
 Each variant changes only `config.dp` (a noise schedule's shape and final
 ratio, adaptive clipping, or the clip rule); σ is calibrated by `build_mechanism` so every
@@ -34,6 +34,17 @@ def clip_rule_variants() -> list:
           ('per_layer, equal split', {'clip_rule': 'per_layer'}),
           ('per_layer, split by parameters', {
               'clip_rule': 'per_layer', 'per_layer_clip_split': 'params'})]
+
+
+def noise_mechanism_variants(bands: int, buffers: int) -> list:
+  """(name, {config.dp field: value}): DP-SGD's independent noise, then
+  banded MF and BLT with `bands` cyclic groups (docs/correlated_noise.md)."""
+  return [('DP-SGD (independent noise)', {}),
+          (f'banded_mf, {bands} bands', {'noise_mechanism': 'banded_mf',
+                                         'mf_bands': bands}),
+          (f'blt, {buffers} buffers, {bands} groups', {
+              'noise_mechanism': 'blt', 'mf_bands': bands,
+              'mf_buffers': buffers})]
 
 
 def compare(config, chosen: Sequence[tuple], seeds: Sequence[int],
