@@ -49,6 +49,7 @@ from jaxdp.accounting.cyclic import CyclicDpEvent
 from jaxdp.errors import ConfigError
 from jaxdp.noise import schedules
 from jaxdp.noise import strategies
+from jaxdp.noise.gaussian import ConstantClipLink
 from jaxdp.noise.gaussian import gaussian_like
 from jaxdp.noise.gaussian import round_up_f32
 from jaxdp.noise.gaussian import std_for_float32_clip
@@ -187,7 +188,7 @@ def _check_fields(dp, name: str) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class _MatrixFactorizationLink:
+class _MatrixFactorizationLink(ConstantClipLink):
   """What banded_mf and blt share; `strategy_for` differs."""
 
   bands: int  # b: cyclic groups, minimum separation (and banded's bands).
@@ -250,13 +251,6 @@ class _MatrixFactorizationLink:
     return correlated_transform(self.strategy(mechanism),
                                 self.noise_std(mechanism),
                                 mechanism.expected_batch_size, key)
-
-  def clip_norm(self, opt_state) -> None:
-    del opt_state  # The mechanism's constant C.
-
-  def step_inputs(self, mask, stats) -> dict:
-    del mask, stats
-    return {}
 
   def settings(self) -> dict:
     # Another horizon is another C, which the checkpointed buffers and the

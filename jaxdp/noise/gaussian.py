@@ -147,8 +147,19 @@ def sampled_gaussian_pieces(mechanism, schedule: schedules.NoiseSchedule
   return out
 
 
+class ConstantClipLink:
+  """The part of a link that neither owns C nor takes step inputs."""
+
+  def clip_norm(self, opt_state) -> None:
+    del opt_state  # The mechanism's constant C.
+
+  def step_inputs(self, mask, stats) -> dict:
+    del mask, stats
+    return {}
+
+
 @dataclasses.dataclass(frozen=True)
-class GaussianLink:
+class GaussianLink(ConstantClipLink):
   """N(0, σ_t²C²) on the clipped sum once per step (`dp.noise_mechanism=
   'gaussian'`), σ_t = σ·f(t) on a noise schedule."""
 
@@ -182,13 +193,6 @@ class GaussianLink:
     return add_noise_and_normalize(
         std_for_float32_clip(mechanism.noise_std, mechanism.clip_norm),
         mechanism.expected_batch_size, key, factors)
-
-  def clip_norm(self, opt_state) -> None:
-    del opt_state  # The mechanism's constant C.
-
-  def step_inputs(self, mask, stats) -> dict:
-    del mask, stats
-    return {}
 
   def settings(self) -> dict:
     return {'noise_mechanism': self.name,
