@@ -270,6 +270,12 @@ def _check(num_steps: int, min_separation: int) -> None:
                       'more bands, at most the steps per epoch')
 
 
+def _as_float32(values) -> np.ndarray:
+  """`values` rounded to float32: the coefficients the streaming noise runs
+  with, so the sensitivity and RMSE are those of the C that runs."""
+  return np.asarray(values, np.float32).astype(np.float64)
+
+
 @functools.lru_cache(maxsize=64)
 def banded(num_steps: int, bands: int) -> Strategy:
   """The b-banded Toeplitz strategy minimising the prefix-sum RMSE.
@@ -284,7 +290,7 @@ def banded(num_steps: int, bands: int) -> Strategy:
   # strategy's square-root factorisation): binom(2j, j) / 4^j.
   j = np.arange(1, b)
   start = special.comb(2 * j, j) / 4.0 ** j
-  tail = _minimise(_banded_loss(num_steps), start)
+  tail = _as_float32(_minimise(_banded_loss(num_steps), start))
   return Strategy('banded', num_steps, bands, (1.0, *map(float, tail)))
 
 
@@ -316,6 +322,7 @@ def blt(num_steps: int, min_separation: int, buffers: int) -> Strategy:
   with jax.enable_x64(True):
     omega, theta = (np.asarray(v, np.float64) for v in
                     _blt_params(jnp.asarray(x)))
+  omega, theta = _as_float32(omega), _as_float32(theta)
   return Strategy('blt', num_steps, min_separation, (1.0,),
                   tuple(map(float, omega)), tuple(map(float, theta)))
 
