@@ -9,8 +9,8 @@ be configured apart.
   probability q = B / N, so the realised batch size is Binomial(N, q). Matches
   ``PoissonSampledDpEvent`` under add/remove-one neighbours.
 * cyclic Poisson (chosen by the correlated-noise links, `jaxdp.noise.
-  correlated`): the examples are split once into b fixed groups of
-  near-equal size, and step t Poisson-samples group t mod b with probability
+  correlated`): each example is put once in one of b groups, uniformly and
+  independently, and step t Poisson-samples group t mod b with probability
   q' = B·b / N, so each example takes part at most once in any b consecutive
   steps. Matches b-min-separated participation, and the amplified banded
   matrix-factorisation analysis (Choquette-Choo et al. 2023) with
@@ -114,12 +114,20 @@ class PoissonSampler:
 
 @functools.lru_cache(maxsize=8)
 def _cyclic_groups(num_examples: int, groups: int, seed: int) -> tuple:
-  """Each group's example indices (sorted): a seeded random partition into
-  `groups` groups whose sizes differ by at most one."""
+  """Each group's example indices (sorted): every example in a uniformly
+  random group, independently of the others.
+
+  Independent draws, as for Poisson sampling: adding an example (index N)
+  leaves every other example's group and draws unchanged, which is the
+  coupling the add/remove analysis of a fixed partition needs. (A balanced
+  partition, a permutation mod b, would reassign every example when N
+  changes.)
+  """
   if groups == 1:
     return (np.arange(num_examples),)
   rng = np.random.default_rng([seed, streams.CYCLE_STREAM])
-  assignment = rng.permutation(num_examples) % groups
+  assignment = np.minimum((rng.random(num_examples) * groups).astype(int),
+                          groups - 1)
   return tuple(np.flatnonzero(assignment == g) for g in range(groups))
 
 
@@ -145,7 +153,7 @@ class CyclicPoissonSampler:
       raise ConfigError(
           'dp.mf_bands',
           f'{self.groups} groups of ~{self.num_examples // self.groups} '
-          f'examples cannot give batches of {self.expected_batch_size:g} '
+          f'examples each cannot give batches of {self.expected_batch_size:g} '
           f'(q\' = B·b/N = {self.group_sampling_probability:.3g} > 1)',
           f'use dp.mf_bands ≤ N/B = '
           f'{int(self.num_examples // self.expected_batch_size)}, or a '
@@ -155,7 +163,7 @@ class CyclicPoissonSampler:
           'perf.batch_overflow_probability',
           f'must be in (0, 0.5], got {overflow_probability}',
           'use a small probability such as 1e-3 (smaller pads more)')
-    largest = -(-self.num_examples // self.groups)
+    largest = max(len(self.group(g)) for g in range(self.groups))
     cap = int(stats.binom.isf(overflow_probability, largest,
                               self.group_sampling_probability))
     self.padded_size = _round_up(max(cap, 1), multiple_of)
@@ -217,9 +225,8 @@ def reseeded(sampler, seed: int):
   return out
 
 
-def make_sampler(name: str, num_examples: int, batch_size: float, seed: int,
-                 multiple_of: int = 1, overflow_probability: float = 1e-3):
-  """The sampler called `name` (one of SAMPLERS)."""
+def check_inputs(num_examples: int, batch_size: float, seed: int) -> None:
+  """ConfigError for a seed or batch size no sampler can use."""
   if not (isinstance(seed, int) and seed >= 0):
     raise ConfigError('seed', f'must be an integer >= 0, got {seed!r}',
                       'set seed to a non-negative integer')
@@ -228,6 +235,12 @@ def make_sampler(name: str, num_examples: int, batch_size: float, seed: int,
         'dp.batch_size',
         f'expected batch size {batch_size} is not in (0, N={num_examples}]',
         'choose a batch size between 1 and the number of training examples')
+
+
+def make_sampler(name: str, num_examples: int, batch_size: float, seed: int,
+                 multiple_of: int = 1, overflow_probability: float = 1e-3):
+  """The sampler called `name` (one of SAMPLERS)."""
+  check_inputs(num_examples, batch_size, seed)
   if name == 'poisson':
     return PoissonSampler(num_examples, batch_size, seed, multiple_of,
                           overflow_probability)

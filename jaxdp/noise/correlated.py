@@ -189,14 +189,15 @@ def _check_fields(dp, name: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class _MatrixFactorizationLink(ConstantClipLink):
-  """What banded_mf and blt share; `strategy_for` differs."""
+  """What banded_mf and blt share; `strategy` differs."""
 
   bands: int  # b: cyclic groups, minimum separation (and banded's bands).
   num_steps: int  # n: the horizon the strategy is optimised for.
   buffers: int = 0  # BLT's d.
   SAMPLER = 'cyclic_poisson'
 
-  def strategy_for(self, num_steps: int) -> strategies.Strategy:
+  def strategy(self) -> strategies.Strategy:
+    """C for the planned steps (cached by `strategies`)."""
     raise NotImplementedError
 
   @classmethod
@@ -210,14 +211,10 @@ class _MatrixFactorizationLink(ConstantClipLink):
           'dp.sampler', f'{cls.name} noise is accounted under cyclic Poisson '
           f'sampling, not {dp.sampler!r}', 'set dp.sampler=poisson (the link '
           'then samples group t mod dp.mf_bands at step t)')
-    sampling.make_sampler('poisson', num_examples, batch_size, seed)  # Checks.
+    sampling.check_inputs(num_examples, batch_size, seed)
     return sampling.CyclicPoissonSampler(
         num_examples, batch_size, dp.mf_bands, seed, multiple_of,
         overflow_probability)
-
-  def strategy(self, mechanism=None) -> strategies.Strategy:
-    del mechanism  # Built for the mechanism's planned steps.
-    return self.strategy_for(self.num_steps)
 
   def check(self, mechanism) -> None:
     if not mechanism.is_private:
@@ -236,7 +233,8 @@ class _MatrixFactorizationLink(ConstantClipLink):
 
   def column_sensitivity(self, mechanism) -> float:
     """The factor C·x's sensitivity adds to the clipped sum's (C or 2C)."""
-    return self.strategy(mechanism).sensitivity
+    del mechanism  # The strategy is the link's, for the planned steps.
+    return self.strategy().sensitivity
 
   def noise_std(self, mechanism) -> float:
     """z's std: σ·C·sens (C as the float32 clipping runs it)."""
@@ -248,7 +246,7 @@ class _MatrixFactorizationLink(ConstantClipLink):
              mechanism.sensitivity * self.column_sensitivity(mechanism))]
 
   def transform(self, mechanism, key: jax.Array):
-    return correlated_transform(self.strategy(mechanism),
+    return correlated_transform(self.strategy(),
                                 self.noise_std(mechanism),
                                 mechanism.expected_batch_size, key)
 
@@ -293,8 +291,8 @@ class BandedMfLink(_MatrixFactorizationLink):
     _check_fields(dp, cls.name)
     return cls(bands=int(dp.mf_bands), num_steps=int(num_steps))
 
-  def strategy_for(self, num_steps: int) -> strategies.Strategy:
-    return strategies.banded(int(num_steps), self.bands)
+  def strategy(self) -> strategies.Strategy:
+    return strategies.banded(self.num_steps, self.bands)
 
   def pieces(self, mechanism) -> list:
     sigma = mechanism.noise_multiplier if mechanism.is_private else 0.0
@@ -325,12 +323,12 @@ class BltLink(_MatrixFactorizationLink):
     return cls(bands=int(dp.mf_bands), num_steps=int(num_steps),
                buffers=int(dp.mf_buffers))
 
-  def strategy_for(self, num_steps: int) -> strategies.Strategy:
-    return strategies.blt(int(num_steps), self.bands, self.buffers)
+  def strategy(self) -> strategies.Strategy:
+    return strategies.blt(self.num_steps, self.bands, self.buffers)
 
   def pieces(self, mechanism) -> list:
     sigma = mechanism.noise_multiplier if mechanism.is_private else 0.0
-    strategy = self.strategy(mechanism)
+    strategy = self.strategy()
     # Past the plan: one more participation adds ≤ Δ to sens², and z's std
     # stays σ·C·sens_n.
     extra = (sigma * strategy.sensitivity /
