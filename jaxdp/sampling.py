@@ -70,7 +70,7 @@ def _round_up(value: int, multiple: int) -> int:
   return int(math.ceil(value / multiple) * multiple)
 
 
-def _pad(indices: np.ndarray, padded_size: int) -> Batch:
+def pad(indices: np.ndarray, padded_size: int) -> Batch:
   """Pads `indices` to a multiple of `padded_size`, never dropping any."""
   target = max(padded_size, _round_up(len(indices), padded_size))
   padded = np.zeros(target, dtype=np.int64)
@@ -105,7 +105,7 @@ class PoissonSampler:
   def sample(self, step: int) -> Batch:
     rng = np.random.default_rng([self.seed, streams.SAMPLER_STREAM, int(step)])
     included = rng.random(self.num_examples) < self.sampling_probability
-    return _pad(np.flatnonzero(included), self.padded_size)
+    return pad(np.flatnonzero(included), self.padded_size)
 
   def step_event(self, gaussian: dp_accounting.DpEvent) -> dp_accounting.DpEvent:
     return dp_accounting.PoissonSampledDpEvent(self.sampling_probability,
@@ -168,6 +168,14 @@ class CyclicPoissonSampler:
                               self.group_sampling_probability))
     self.padded_size = _round_up(max(cap, 1), multiple_of)
 
+  def assignment(self) -> np.ndarray:
+    """[N]: each example's group (it may take part in steps ≡ it mod b)."""
+    out = np.zeros(self.num_examples, int)
+    for g, members in enumerate(_cyclic_groups(self.num_examples, self.groups,
+                                               self.seed)):
+      out[members] = g
+    return out
+
   def group(self, step: int) -> np.ndarray:
     """The examples step `step` may use (sorted)."""
     return _cyclic_groups(self.num_examples, self.groups,
@@ -177,7 +185,7 @@ class CyclicPoissonSampler:
     members = self.group(step)
     rng = np.random.default_rng([self.seed, streams.SAMPLER_STREAM, int(step)])
     included = rng.random(len(members)) < self.group_sampling_probability
-    return _pad(members[included], self.padded_size)
+    return pad(members[included], self.padded_size)
 
   def step_event(self, gaussian: dp_accounting.DpEvent) -> dp_accounting.DpEvent:
     """One participation's event (the link wraps it in its cycle)."""
@@ -207,7 +215,7 @@ class FixedSizeSampler:
     rng = np.random.default_rng([self.seed, streams.SAMPLER_STREAM, int(step)])
     chosen = rng.choice(self.num_examples, int(self.expected_batch_size),
                         replace=False, shuffle=False)
-    return _pad(np.sort(chosen), self.padded_size)
+    return pad(np.sort(chosen), self.padded_size)
 
   def step_event(self, gaussian: dp_accounting.DpEvent) -> dp_accounting.DpEvent:
     return dp_accounting.SampledWithoutReplacementDpEvent(

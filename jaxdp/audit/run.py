@@ -102,6 +102,10 @@ def run_audit(config, settings: AuditSettings, log=print) -> Audit:
                         mechanism.sampling_probability)
   told = ('' if math.isclose(accounted_q, mechanism.sampling_probability)
           else f', accounted as q = {accounted_q:.4g}')
+  groups = getattr(mechanism.sampler, 'groups', 1)
+  if groups > 1:
+    told += (f', {mechanism.link.name} noise, {groups} cyclic groups at '
+             f'q\' = {mechanism.sampler.group_sampling_probability:.4g}')
   log(f'audit: {settings.mode}, {settings.canary_type} canaries, mutation '
       f'{settings.mutation}; claimed ε = {claimed:.4g} at δ = '
       f'{mechanism.delta:g} (σ = {mechanism.noise_multiplier:.4g}, q = '

@@ -62,6 +62,9 @@ class Observation:
   # units of one clipped canary gradient (× B / C); None for input canaries.
   probe_gradients: Optional[np.ndarray]
   canary_log_probs: np.ndarray  # [m, classes] of the final model.
+  # [m]: each canary's cyclic group (it may take part in steps ≡ it mod b;
+  # the auditor knows the sampler's seed); zeros for samplers without one.
+  canary_groups: np.ndarray
   test_accuracy: Optional[float]  # On held-out images that are not canaries.
 
 
@@ -159,7 +162,10 @@ class AuditTrainer:
     if len(self.canaries.test_labels):
       test = np.asarray(self.predict(params, self.canaries.test_images))
       accuracy = float(np.mean(test.argmax(-1) == self.canaries.test_labels))
+    groups = (sampler.assignment()[self.num_real:]
+              if hasattr(sampler, 'assignment')
+              else np.zeros(self.canaries.count, int))
     return Observation(
-        presence=presence,
+        presence=presence, canary_groups=groups,
         probe_gradients=np.stack(seen) / self.unit if seen else None,
         canary_log_probs=log_probs, test_accuracy=accuracy)

@@ -72,14 +72,15 @@ class BltNoiseState(NamedTuple):
   buffers: tuple  # d trees u_i.
 
 
-def _z(state, template):
+def draw(state, template):
+  """z of the state's step, shaped like `template`."""
   return gaussian_like(template, jax.random.fold_in(state.key, state.step),
                        state.std)
 
 
 def _banded_next(state: BandedNoiseState, template):
   """(w_t, the state after step t)."""
-  z = _z(state, template)
+  z = draw(state, template)
   if not state.recent:  # One band: DP-SGD's independent noise.
     return z, state._replace(step=state.step + 1)
   def combine(z_leaf, *recent):
@@ -92,7 +93,7 @@ def _banded_next(state: BandedNoiseState, template):
 
 
 def _blt_next(state: BltNoiseState, template):
-  z = _z(state, template)
+  z = draw(state, template)
   def combine(z_leaf, *buffers):
     return z_leaf - sum(state.omega[i].astype(z_leaf.dtype) * u
                         for i, u in enumerate(buffers))
@@ -341,3 +342,7 @@ class BltLink(_MatrixFactorizationLink):
 
   def settings(self) -> dict:
     return {**super().settings(), 'mf_buffers': self.buffers}
+
+
+# The links whose noise is correlated across steps (what audits break).
+CORRELATED_LINKS = (BandedMfLink, BltLink)
